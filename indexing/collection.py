@@ -1,0 +1,452 @@
+"""Named collections: a document store (source of truth) plus an ANN index snapshot per collection.
+
+On disk, `<data_dir>/collections/<name>/` holds `store.sqlite3` (documents, vectors, config),
+`manifest.json` and `index-<seq>.npz`. Opening a collection loads the snapshot and replays the
+store writes made after it (acknowledged upserts and deletes a crash kept out of the snapshot),
+so the index always ends up equal to the store. A snapshot that is corrupt or does not match the
+store's configuration makes that one collection unavailable with the reason; `reload(rebuild=True)`
+rebuilds it from the store's vectors (no re-embedding).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from indexing.ann import INDEX_KINDS, METRICS, VectorIndex
+from indexing.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    CollectionUnavailable,
+    InvalidCollectionName,
+    InvalidDocument,
+)
+from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
+from indexing.store import Document, DocumentStore
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+EXACT_FILTER_MAX = 20_000  # a filter matching fewer documents is answered by exact search over them
+STORE_FILE = "store.sqlite3"
+
+
+def validate_name(name: str) -> str:
+    """Collection names are single safe path components: letters, digits, '_' and '-' (<= 64)."""
+    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+        raise InvalidCollectionName(
+            f"name: {name!r} is not a valid collection name (1-64 characters: letters, digits, '_' or '-',"
+            " starting with a letter or digit)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """What a collection was created with; fixed for its lifetime."""
+
+    name: str
+    model: str
+    dim: int
+    metric: str = "cosine"
+    index_kind: str = "auto"
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Hit:
+    """One search result; `relevance` is filled by a calibrator when the collection has one."""
+
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+    vid: int
+    relevance: float | None = None
+
+
+@dataclass
+class SearchResult:
+    """Hits of one query; `candidates` counts hits before the relevance cut (equal without one)."""
+
+    hits: list[Hit]
+    candidates: int
+    filtered_count: int | None = None  # documents matching the metadata filter, when one was given
+
+
+class Calibrator(Protocol):
+    """The seam for the relevance-calibration stage: fills `relevance` on each hit."""
+
+    def calibrate(self, query_vector: np.ndarray, hits: list[Hit]) -> list[Hit]: ...
+
+
+class Collection:
+    """One collection: writes go to the store first (durable), then to the in-memory index."""
+
+    def __init__(
+        self,
+        folder: Path,
+        config: CollectionConfig,
+        store: DocumentStore,
+        index: VectorIndex,
+        snapshot_seq: int,
+        snapshot_every: int = 1000,
+        device: str = "cpu",
+    ) -> None:
+        self.folder = folder
+        self.config = config
+        self.store = store
+        self.index = index
+        self.snapshot_seq = snapshot_seq
+        self.snapshot_every = snapshot_every
+        self.device = device
+        self.calibrator: Calibrator | None = None
+        self._lock = threading.RLock()
+        self._unsnapshotted = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # ---- lifecycle ----
+    @classmethod
+    def create(
+        cls, folder: Path, config: CollectionConfig, snapshot_every: int = 1000, device: str = "cpu"
+    ) -> Collection:
+        if config.metric not in METRICS:
+            raise InvalidDocument(f"metric: unknown metric {config.metric!r}; one of {', '.join(METRICS)}")
+        if config.index_kind not in INDEX_KINDS:
+            raise InvalidDocument(
+                f"index: unknown kind {config.index_kind!r}; one of {', '.join(INDEX_KINDS)}"
+            )
+        if config.dim < 1:
+            raise InvalidDocument("dimension: must be positive")
+        folder.mkdir(parents=True, exist_ok=False)
+        store = DocumentStore(folder / STORE_FILE, config.dim)
+        store.set_meta("config", json.dumps(asdict(config)))
+        index = VectorIndex.build(config.dim, config.metric, config.index_kind, 0, lambda: iter(()), device)
+        coll = cls(folder, config, store, index, 0, snapshot_every, device)
+        coll.snapshot()
+        return coll
+
+    @classmethod
+    def open(
+        cls, folder: Path, snapshot_every: int = 1000, device: str = "cpu", rebuild: bool = False
+    ) -> Collection:
+        """Open from disk; raises SnapshotError when the snapshot is unusable (unless `rebuild`)."""
+        store = DocumentStore(folder / STORE_FILE)
+        try:
+            raw = store.get_meta("config")
+            if raw is None:
+                raise SnapshotError(f"{folder / STORE_FILE}: store has no collection configuration")
+            config = CollectionConfig(**json.loads(raw))
+            store.dim = config.dim
+            manifest = None if rebuild else read_manifest(folder)
+            if manifest is None:
+                index = _build_from_store(store, config, device)
+                coll = cls(folder, config, store, index, store.last_seq, snapshot_every, device)
+                coll.snapshot()
+                return coll
+            _check_manifest(folder, manifest, config)
+            arrays = read_snapshot(folder, manifest)
+            try:
+                index = VectorIndex.deserialize(
+                    arrays, config.dim, config.metric, manifest["built_kind"], device
+                )
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise SnapshotError(f"{folder / manifest['index_file']}: cannot load index ({exc})") from exc
+            coll = cls(folder, config, store, index, int(manifest["seq"]), snapshot_every, device)
+            coll._replay()
+            return coll
+        except BaseException:
+            store.close()
+            raise
+
+    def _replay(self) -> None:
+        """Apply store writes newer than the snapshot; a count mismatch after it means rebuild."""
+        since = self.snapshot_seq
+        replayed = 0
+        dead = self.store.tombstones_since(since)
+        if len(dead):
+            self.index.remove(dead)
+            replayed += len(dead)
+        for vids, vectors in self.store.iter_vectors(since_seq=since):
+            self.index.add(vids, vectors)
+            replayed += len(vids)
+        if len(self.index) != self.store.count():  # e.g. a store restored from an older backup
+            self.index = _build_from_store(self.store, self.config, self.device)
+            replayed = max(replayed, 1)
+        if replayed:
+            self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Persist the index (atomically) as of the store's current sequence."""
+        with self._lock:
+            seq = self.store.last_seq
+            manifest = {
+                "name": self.config.name,
+                "model": self.config.model,
+                "dim": self.config.dim,
+                "metric": self.config.metric,
+                "index_kind": self.config.index_kind,
+                "built_kind": self.index.kind,
+                "count": len(self.index),
+                "seq": seq,
+                "written_at": time.time(),
+            }
+            written = write_snapshot(self.folder, self.index.serialize(), manifest)
+            self.store.prune_tombstones(seq)
+            self.snapshot_seq = seq
+            self._unsnapshotted = 0
+            return written
+
+    def rebuild(self) -> None:
+        """Rebuild the index from the store's vectors (new kind, dead slots dropped) and snapshot it."""
+        with self._lock:
+            self.index = _build_from_store(self.store, self.config, self.device)
+            self.snapshot()
+
+    def _after_write(self, changed: int) -> None:
+        self._unsnapshotted += changed
+        if self._unsnapshotted >= max(self.snapshot_every, len(self.index) // 10):
+            if self.index.needs_rebuild(self.config.index_kind):
+                self.rebuild()
+            else:
+                self.snapshot()
+
+    def close(self, snapshot: bool = True) -> None:
+        with self._lock:
+            if snapshot and self._unsnapshotted:
+                self.snapshot()
+            self.store.close()
+
+    # ---- writes ----
+    def upsert(self, docs: Sequence[Document], vectors: np.ndarray) -> list[int]:
+        """Store (durably) then index `docs`; replaces documents with the same id."""
+        if not docs:
+            return []
+        x = self.index.prepare(vectors)  # validates dimension and finiteness before anything is written
+        with self._lock:
+            vids, _ = self.store.upsert(docs, x)
+            self.index.add(np.asarray(vids, dtype=np.int64), x)
+            self._after_write(len(vids))
+        return vids
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id from the store and the index; returns how many existed."""
+        with self._lock:
+            vids, _ = self.store.delete(list(ids))
+            self.index.remove(np.asarray(vids, dtype=np.int64))
+            if vids:
+                self._after_write(len(vids))
+        return len(vids)
+
+    # ---- search ----
+    def search(
+        self,
+        query_vectors: np.ndarray,
+        top_k: int,
+        filter_: dict[str, Any] | None = None,
+        min_relevance: float | None = None,
+    ) -> list[SearchResult]:
+        """Top-k hits (joined with text and metadata) for each query vector."""
+        queries = self.index.prepare(query_vectors)
+        allowed = None
+        if filter_:
+            allowed = self.store.vids_matching(filter_)
+        if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
+            scores, vids = self._exact_over(queries, allowed, top_k)
+        else:
+            scores, vids = self.index.search(queries, top_k, allowed)
+            if allowed is not None and (vids < 0).any() and len(allowed) > (vids >= 0).sum(1).min():
+                scores, vids = self._exact_over(queries, allowed, top_k)  # an IVF probe missed filtered docs
+        docs = self.store.get_by_vids(np.unique(vids[vids >= 0]).tolist())
+        results = []
+        for row in range(len(queries)):
+            hits = [
+                Hit(d.id, float(s), d.text, d.metadata, int(v))
+                for s, v in zip(scores[row], vids[row], strict=True)
+                if v >= 0 and (d := docs.get(int(v)))
+            ]
+            candidates = len(hits)
+            if self.calibrator is not None:
+                hits = self.calibrator.calibrate(queries[row], hits)
+            if min_relevance is not None:
+                if self.calibrator is None:
+                    raise InvalidDocument(
+                        f"min_relevance: collection {self.name!r} has no relevance calibration fitted"
+                    )
+                hits = [h for h in hits if h.relevance is not None and h.relevance >= min_relevance]
+            results.append(SearchResult(hits, candidates, None if allowed is None else len(allowed)))
+        return results
+
+    def _exact_over(self, queries: np.ndarray, vids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k restricted to `vids`, scored on the store's vectors (filters lose nothing)."""
+        out_s = np.full((len(queries), k), -np.inf, np.float32)
+        out_v = np.full((len(queries), k), -1, np.int64)
+        for start in range(0, len(vids), EXACT_FILTER_MAX):
+            found, vectors = self.store.vectors_for(vids[start : start + EXACT_FILTER_MAX])
+            if not len(found):
+                continue
+            x = self.index.prepare(vectors)
+            if self.config.metric == "l2":
+                sims = -((queries[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+            else:
+                sims = queries @ x.T
+            all_s = np.concatenate([out_s, sims], axis=1)
+            all_v = np.concatenate([out_v, np.broadcast_to(found, sims.shape)], axis=1)
+            order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+            out_s = np.take_along_axis(all_s, order, 1)
+            out_v = np.take_along_axis(all_v, order, 1)
+        out_v[~np.isfinite(out_s)] = -1
+        return out_s, out_v
+
+    # ---- reporting ----
+    def stats(self) -> dict[str, Any]:
+        return {
+            **asdict(self.config),
+            "status": "ready",
+            "count": self.store.count(),
+            "indexed": len(self.index),
+            "built_kind": self.index.kind,
+            "snapshot_seq": self.snapshot_seq,
+            "store_seq": self.store.last_seq,
+            "calibrated": self.calibrator is not None,
+        }
+
+
+def _check_manifest(folder: Path, manifest: dict[str, Any], config: CollectionConfig) -> None:
+    for key in ("model", "dim", "metric"):
+        if manifest.get(key) != getattr(config, key):
+            raise SnapshotError(
+                f"{folder / 'manifest.json'}: {key} {manifest.get(key)!r} does not match the store's "
+                f"{getattr(config, key)!r}"
+            )
+    if "seq" not in manifest or "built_kind" not in manifest:
+        raise SnapshotError(f"{folder / 'manifest.json'}: missing seq/built_kind")
+
+
+def _build_from_store(store: DocumentStore, config: CollectionConfig, device: str) -> VectorIndex:
+    def batches() -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        return store.iter_vectors(since_seq=0)
+
+    return VectorIndex.build(config.dim, config.metric, config.index_kind, store.count(), batches, device)
+
+
+@dataclass
+class _Slot:
+    collection: Collection | None = None
+    error: str | None = None
+
+
+class CollectionCatalog:
+    """Every collection under `<data_dir>/collections`; a broken one never blocks the others."""
+
+    def __init__(self, data_dir: Path, snapshot_every: int = 1000, device: str = "cpu") -> None:
+        self.root = Path(data_dir) / "collections"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.snapshot_every = snapshot_every
+        self.device = device
+        self._slots: dict[str, _Slot] = {}
+        self._lock = threading.RLock()
+        self.on_open: list[Callable[[Collection], None]] = []  # hooks, e.g. attach a calibrator
+
+    def open_all(self) -> dict[str, str | None]:
+        """Open every collection on disk; returns name -> error (None when it opened)."""
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and COLLECTION_NAME.match(folder.name):
+                self._open(folder.name)
+        return {name: slot.error for name, slot in self._slots.items()}
+
+    def _open(self, name: str, rebuild: bool = False) -> _Slot:
+        folder = self.root / name
+        with self._lock:
+            old = self._slots.pop(name, None)
+            if old is not None and old.collection is not None:
+                old.collection.close(snapshot=False)
+            try:
+                coll = Collection.open(folder, self.snapshot_every, self.device, rebuild=rebuild)
+                for hook in self.on_open:
+                    hook(coll)
+                slot = _Slot(coll)
+            except (SnapshotError, OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+                slot = _Slot(None, str(exc))
+            self._slots[name] = slot
+            return slot
+
+    def create(self, config: CollectionConfig) -> Collection:
+        validate_name(config.name)
+        with self._lock:
+            folder = self.root / config.name
+            if config.name in self._slots or folder.exists():
+                raise CollectionExists(f"name: collection {config.name!r} already exists")
+            try:
+                coll = Collection.create(folder, config, self.snapshot_every, self.device)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            for hook in self.on_open:
+                hook(coll)
+            self._slots[config.name] = _Slot(coll)
+            return coll
+
+    def get(self, name: str) -> Collection:
+        validate_name(name)
+        slot = self._slots.get(name)
+        if slot is None:
+            raise CollectionNotFound(f"collection {name!r} does not exist")
+        if slot.collection is None:
+            raise CollectionUnavailable(
+                f"collection {name!r} is unavailable: {slot.error}; POST /v1/collections/{name}/reload "
+                "with rebuild=true rebuilds its index from the document store"
+            )
+        return slot.collection
+
+    def reload(self, name: str, rebuild: bool = False) -> Collection:
+        """(Re)open a collection from disk, e.g. after `rrs index` wrote it; raises if it stays broken."""
+        validate_name(name)
+        with self._lock:
+            if not (self.root / name / STORE_FILE).exists():
+                self._slots.pop(name, None)
+                raise CollectionNotFound(f"collection {name!r} does not exist")
+            self._open(name, rebuild=rebuild)
+            return self.get(name)
+
+    def delete(self, name: str) -> None:
+        validate_name(name)
+        with self._lock:
+            folder = self.root / name
+            slot = self._slots.pop(name, None)
+            if slot is None and not folder.exists():
+                raise CollectionNotFound(f"collection {name!r} does not exist")
+            if slot is not None and slot.collection is not None:
+                slot.collection.close(snapshot=False)
+            trash = self.root / f".deleted-{name}-{time.time_ns()}"
+            folder.rename(trash)  # one atomic step hides it; the files go after
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def names(self) -> list[str]:
+        return sorted(self._slots)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Stats of a ready collection, or its name, status and error when it is unavailable."""
+        slot = self._slots.get(name)
+        if slot is None:
+            raise CollectionNotFound(f"collection {name!r} does not exist")
+        if slot.collection is None:
+            return {"name": name, "status": "unavailable", "error": slot.error}
+        return slot.collection.stats()
+
+    def close(self) -> None:
+        with self._lock:
+            for slot in self._slots.values():
+                if slot.collection is not None:
+                    slot.collection.close()
+            self._slots.clear()
