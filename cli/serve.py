@@ -1,0 +1,39 @@
+"""`rrs serve`: start the HTTP server. Every flag maps to a Settings field (env `RRS_*`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from cli.main import app
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (RRS_HOST)."),
+    port: int = typer.Option(None, help="Port (RRS_PORT)."),
+    embed_model: str = typer.Option(None, help="Embedding model name or path (RRS_EMBED_MODEL)."),
+    rerank_model: str = typer.Option(None, help="Reranker LLM name, path or GGUF (RRS_RERANK_MODEL)."),
+    data_dir: Path = typer.Option(None, help="Where collections live (RRS_DATA_DIR)."),
+    max_batch_tokens: int = typer.Option(None, help="Token budget per batch (RRS_MAX_BATCH_TOKENS)."),
+    request_timeout_s: float = typer.Option(None, help="Per-request deadline (RRS_REQUEST_TIMEOUT_S)."),
+    demo_collection: bool = typer.Option(None, "--demo-collection/--no-demo-collection",
+                                         help="Index the demo corpus at start (RRS_DEMO_COLLECTION)."),
+    log_level: str = typer.Option(None, help="Log level (RRS_LOG_LEVEL)."),
+) -> None:
+    """Serve embed, search and rerank over HTTP."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in locals().items() if v is not None and k != "uvicorn"}
+    overrides.pop("create_app", None)
+    overrides.pop("Settings", None)
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=30)

@@ -1,0 +1,163 @@
+"""sentence-transformers embedder with explicit tokenization, so callers can batch by tokens.
+
+The server tokenizes once (to count real tokens, admit by token budget and sort by length), then
+runs padded batches through the model's own modules: pooling and normalisation are whatever the
+model directory declares (modules.json), never re-implemented here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from models.device import pick_device, pick_dtype
+from models.resolve import ResolvedModel, resolve_model
+
+log = logging.getLogger(__name__)
+
+Truncate = Literal["end", "start", "none"]
+
+
+class InputTooLong(ValueError):
+    """An input exceeds the model's maximum length and truncation was disabled."""
+
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        super().__init__(f"input[{index}] has {tokens} tokens, more than the model's limit of {limit}")
+        self.index, self.tokens, self.limit = index, tokens, limit
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids of one input, ready to be padded into any batch."""
+
+    ids: tuple[int, ...]
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _trained_for_truncation(model_dir: Path) -> bool:
+    """Matryoshka-trained models say so in their sentence-transformers config or model card."""
+    cfg = model_dir / "config_sentence_transformers.json"
+    if cfg.exists():
+        try:
+            data = json.loads(cfg.read_text())
+        except json.JSONDecodeError:
+            data = {}
+        if data.get("matryoshka_dims") or data.get("truncate_dim"):
+            return True
+    card = model_dir / "README.md"
+    return card.exists() and "matryoshka" in card.read_text(errors="ignore").lower()
+
+
+class SentenceTransformerEmbedder:
+    """One loaded sentence-transformers model plus the facts the server needs about it."""
+
+    def __init__(self, resolved: ResolvedModel, device: str = "auto", dtype: str = "auto") -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = resolved.name
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        kwargs = {"local_files_only": True} if resolved.is_local else {}
+        self.model = SentenceTransformer(resolved.path, device=str(self.device), model_kwargs={}, **kwargs)
+        if self.dtype != torch.float32:
+            self.model.to(self.dtype)
+        self.model.eval()
+        self.tokenizer = self.model.tokenizer
+        self.dim = int(self.model.get_embedding_dimension())
+        self.max_seq_length = int(self.model.max_seq_length)
+        self.prompts: dict[str, str] = dict(self.model.prompts or {})
+        self.normalized = any(type(m).__name__ == "Normalize" for m in self.model)
+        local_dir = Path(resolved.path)
+        self.supports_truncation = local_dir.is_dir() and _trained_for_truncation(local_dir)
+        self._pad_id = self.tokenizer.pad_token_id or 0
+        # We tokenize untruncated on purpose (to count and report real lengths), then cut ourselves.
+        self.tokenizer.model_max_length = 1 << 30
+        self._wants_token_types = "token_type_ids" in self.tokenizer.model_input_names
+
+    # -- tokenization -------------------------------------------------------------------------
+    def prompt_for(self, input_type: str | None) -> str:
+        """The model's own query/document prompt; empty when its config defines none."""
+        if input_type is None:
+            return ""
+        return self.prompts.get(input_type, "") or ""
+
+    def tokenize(self, texts: list[str], input_type: str | None = None,
+                 truncate: Truncate = "end") -> list[TokenizedText]:
+        prompt = self.prompt_for(input_type)
+        full = [prompt + t for t in texts]
+        enc = self.tokenizer(full, add_special_tokens=True, truncation=False)["input_ids"]
+        out: list[TokenizedText] = []
+        over: list[int] = []
+        for i, ids in enumerate(enc):
+            if len(ids) > self.max_seq_length:
+                if truncate == "none":
+                    raise InputTooLong(i, len(ids), self.max_seq_length)
+                over.append(i)
+            out.append(TokenizedText(tuple(ids)))
+        if over:
+            side = "left" if truncate == "start" else "right"
+            previous = self.tokenizer.truncation_side
+            self.tokenizer.truncation_side = side
+            try:
+                cut = self.tokenizer([full[i] for i in over], add_special_tokens=True, truncation=True,
+                                     max_length=self.max_seq_length)["input_ids"]
+            finally:
+                self.tokenizer.truncation_side = previous
+            for i, ids in zip(over, cut, strict=True):
+                out[i] = TokenizedText(tuple(ids), truncated=True)
+        return out
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed_tokenized(self, batch: list[TokenizedText]) -> np.ndarray:
+        """One padded forward pass; pooling masks the padding, so rows don't depend on batch-mates."""
+        width = max(len(t) for t in batch)
+        ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, t in enumerate(batch):
+            ids[row, : len(t)] = torch.tensor(t.ids, dtype=torch.long)
+            mask[row, : len(t)] = 1
+        features = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if self._wants_token_types:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        out = self.model.forward(features)["sentence_embedding"]
+        return out.float().cpu().numpy()
+
+    def encode(self, texts: list[str], input_type: str | None = None, batch_size: int = 32,
+               truncate: Truncate = "end") -> np.ndarray:
+        """Offline encoding (batch jobs, evaluation): length-sorted batches, float32 rows."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        toks = self.tokenize(texts, input_type, truncate)
+        order = sorted(range(len(toks)), key=lambda i: len(toks[i]))
+        out = np.empty((len(toks), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self.embed_tokenized([toks[i] for i in idx])
+        return out
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int | None, renormalize: bool = True) -> np.ndarray:
+    """Matryoshka truncation: keep the leading dimensions and re-normalise."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    cut = np.ascontiguousarray(vectors[:, :dimensions])
+    if renormalize:
+        norms = np.linalg.norm(cut, axis=1, keepdims=True)
+        cut = cut / np.maximum(norms, 1e-12)
+    return cut.astype(np.float32, copy=False)
+
+
+def load_embedder(name: str, device: str = "auto", dtype: str = "auto") -> SentenceTransformerEmbedder:
+    resolved = resolve_model(name)
+    log.info("loading embedder %s from %s (%s)", name, resolved.path, resolved.source)
+    return SentenceTransformerEmbedder(resolved, device=device, dtype=dtype)

@@ -1,0 +1,78 @@
+"""The app factory: wires settings, lifespan (models, queues, collections), middleware and routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import torch
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.docs import install_offline_docs
+from service.embedding import EmbeddingService
+from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.middleware import BodySizeLimitMiddleware, TimingMiddleware
+from service.routes import embeddings, health
+from service.settings import Settings
+
+log = logging.getLogger("rrs")
+
+
+def _lifespan(settings: Settings):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        # Expensive objects are built here, off the event loop, and torn down in reverse order.
+        embedding = await anyio.to_thread.run_sync(EmbeddingService, settings, app.state.metrics)
+        embedding.start()
+        app.state.embedding = embedding
+        app.state.readiness["embedding"] = lambda: embedding.ready
+        try:
+            await embedding.warmup()
+            log.info("embedder %s ready (dim %d)", embedding.model_name, embedding.dim)
+            yield
+        finally:
+            embedding.stop()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="rrs",
+        version="0.1.0",
+        summary="Retrieve, rerank, serve: embeddings, search with calibrated relevance, reranking.",
+        lifespan=_lifespan(settings),
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.readiness = {}
+
+    install_error_handlers(app)
+    install_offline_docs(app)
+    app.include_router(health.router)
+    app.include_router(embeddings.router)
+
+    # Middleware: the last added runs first (outermost).
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory service.app:app_from_env` (settings from RRS_* variables)."""
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(settings)

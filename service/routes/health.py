@@ -1,0 +1,37 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict:
+    """Process alive. Stays open without an API key, for load balancers and container checks."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Ready only after a warm-up inference succeeded and while every worker is healthy."""
+    checks: dict[str, bool] = {}
+    for name, probe in request.app.state.readiness.items():
+        try:
+            checks[name] = bool(probe())
+        except Exception:
+            checks[name] = False
+    ok = bool(checks) and all(checks.values())
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    m = request.app.state.metrics
+    emb = getattr(request.app.state, "embedding", None)
+    if emb is not None:
+        m.queue_depth.labels("embed").set(emb.batcher.depth)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,61 @@
+"""The one configuration object: every knob is an `RRS_*` environment variable and a CLI flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server configuration. Built once (CLI or env) and handed to `create_app`."""
+
+    model_config = SettingsConfigDict(env_prefix="RRS_", env_file=None, extra="ignore")
+
+    # network
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # models
+    embed_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embed_device: str = "auto"
+    embed_dtype: str = "auto"
+    allow_untrained_truncation: bool = Field(
+        False, description="Allow `dimensions` on models not trained for Matryoshka truncation."
+    )
+    rerank_model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    cross_encoder_model: str | None = None
+    default_rerank_method: str = "embedding"
+    load_reranker_at_startup: bool = False
+
+    # batching and admission
+    max_batch_tokens: int = Field(16384, ge=16)
+    max_batch_size: int = Field(256, ge=1)
+    max_queue_requests: int = Field(1024, ge=1)
+    max_inputs_per_request: int = Field(2048, ge=1)
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    request_timeout_s: float = Field(30.0, gt=0)
+    batch_wait_ms: float = Field(2.0, ge=0, description="How long the batcher lingers for more work.")
+    stall_timeout_s: float = Field(60.0, gt=0, description="A batch running longer marks the server unready.")
+    query_cache_size: int = Field(4096, ge=0)
+    torch_threads: int | None = None
+
+    # collections
+    data_dir: Path = Path("var/rrs")
+    demo_collection: bool = True
+    max_top_k: int = Field(1000, ge=1)
+    max_documents_per_upsert: int = Field(4096, ge=1)
+    snapshot_every: int = Field(1000, ge=1, description="Write an index snapshot after this many changes.")
+
+    # reranking
+    max_rerank_documents: int = Field(1000, ge=1)
+    max_rerank_tokens_per_doc: int = Field(4096, ge=1)
+    rerank_timeout_s: float = Field(30.0, gt=0)
+
+    # security
+    api_keys: list[str] = Field(default_factory=list)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # observability
+    log_level: str = "info"
