@@ -1,0 +1,239 @@
+"""Varlen packed fused attention forward with a shared prefix (Triton, FlashAttention-2 style).
+
+Layout is "thd" like flash-attn's varlen API: `q` is (total_tokens, heads, head_dim) with the
+sequences packed back to back and delimited by `cu_seqlens`; `k`/`v` are (total_tokens, kv_heads,
+head_dim) with the same packing (grouped-query attention: query head h reads KV head
+h // (heads // kv_heads)). Each sequence may additionally attend, in full, one prefix taken from
+a second packed tensor (`prefix_k`/`prefix_v`, delimited by `cu_prefix_lens`, chosen per sequence
+by `prefix_group`). The prefix is read in place by every sequence that uses it, never copied.
+
+One program owns BLOCK_M query rows of one (sequence, head). It streams the prefix blocks, then the
+sequence's own blocks (only those left of the diagonal when causal), keeping the running row max and
+row sum of the online softmax; scores never leave registers. Streaming prefix then suffix in one
+loop is the exact merge of the two partial softmaxes: both update the same running max and sum.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Masking modes of the inner loop, decided at compile time per call site.
+_NO_MASK = 0  # every key column of every block is valid (full blocks left of the diagonal)
+_BOUNDS = 1  # the last block may run past the keys' end
+_CAUSAL = 2  # diagonal blocks: key position <= query position (and in bounds)
+
+
+def _hopper_configs() -> list[triton.Config]:
+    """Candidate tilings for H100/H200; autotune picks per (head_dim, causal, prefix) key.
+
+    BLOCK_M must be a multiple of BLOCK_N: the causal split at the tile's first row assumes it.
+    """
+    if _INTERPRET:
+        # The interpreter runs every block op in numpy: one mid-size tile keeps CI quick while
+        # still crossing block boundaries on the ragged test lengths.
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
+    shapes = [
+        (128, 128, 8, 3),
+        (128, 64, 8, 3),
+        (128, 64, 4, 3),
+        (128, 32, 4, 4),
+        (64, 64, 4, 3),
+        (64, 32, 4, 4),
+        (128, 128, 8, 2),
+        (128, 64, 8, 4),
+    ]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
+
+
+@triton.jit
+def _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, lo, hi, n_limit,
+                       offs_m, offs_d, qk_scale,
+                       BLOCK_N: tl.constexpr, MASK_MODE: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Online-softmax update of (acc, l_i, m_i) with key blocks [lo, hi) of one key range."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        kt_ptrs = k_base + offs_n[None, :].to(tl.int64) * stride_kt + offs_d[:, None]
+        v_ptrs = v_base + offs_n[:, None].to(tl.int64) * stride_vt + offs_d[None, :]
+        if MASK_MODE == 0:
+            kt = tl.load(kt_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            kt = tl.load(kt_ptrs, mask=offs_n[None, :] < n_limit, other=0.0)
+            v = tl.load(v_ptrs, mask=offs_n[:, None] < n_limit, other=0.0)
+        qk = tl.dot(q, kt, input_precision=DOT_PRECISION)
+        if MASK_MODE == 1:
+            qk = tl.where(offs_n[None, :] < n_limit, qk, float("-inf"))
+        if MASK_MODE == 2:
+            keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_limit)
+            qk = tl.where(keep, qk, float("-inf"))
+        # Every row sees at least one valid key in every block it visits (block starts are in
+        # range and left of the row), so m_ij is finite and exp2 never sees (-inf) - (-inf).
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.exp2(qk * qk_scale - m_ij[:, None])
+        alpha = tl.exp2(m_i - m_ij)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=_hopper_configs(), key=["HEAD_DIM", "IS_CAUSAL", "HAS_PREFIX", "DOT_PRECISION"])
+@triton.jit
+def _varlen_prefix_attention_fwd(
+    Q, K, V, PK, PV, Out,
+    cu_seqlens, cu_prefix_lens, prefix_group,
+    sm_scale,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_pkt, stride_pkh, stride_pvt, stride_pvh, stride_ot, stride_oh,
+    num_heads, heads_per_kv,
+    HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    seq = pid_bh // num_heads
+    head = pid_bh % num_heads
+    kv_head = head // heads_per_kv
+
+    seq_start = tl.load(cu_seqlens + seq).to(tl.int64)
+    seq_len = (tl.load(cu_seqlens + seq + 1) - tl.load(cu_seqlens + seq)).to(tl.int32)
+    m_start = pid_m * BLOCK_M
+    if m_start >= seq_len:  # grid is sized for the longest sequence
+        return
+
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m[:, None] < seq_len
+    q_ptrs = Q + (seq_start + offs_m[:, None]) * stride_qt + head * stride_qh + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok, other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    qk_scale = sm_scale * 1.4426950408889634  # softmax in base 2: exp(x) = exp2(x * log2(e))
+
+    if HAS_PREFIX:
+        group = tl.load(prefix_group + seq)
+        p_start = tl.load(cu_prefix_lens + group).to(tl.int64)
+        p_len = (tl.load(cu_prefix_lens + group + 1) - tl.load(cu_prefix_lens + group)).to(tl.int32)
+        pk_base = PK + p_start * stride_pkt + kv_head * stride_pkh
+        pv_base = PV + p_start * stride_pvt + kv_head * stride_pvh
+        p_full = (p_len // BLOCK_N) * BLOCK_N
+        acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, pk_base, pv_base, stride_pkt, stride_pvt,
+                                           0, p_full, p_len, offs_m, offs_d, qk_scale,
+                                           BLOCK_N, 0, DOT_PRECISION)
+        acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, pk_base, pv_base, stride_pkt, stride_pvt,
+                                           p_full, p_len, p_len, offs_m, offs_d, qk_scale,
+                                           BLOCK_N, 1, DOT_PRECISION)
+
+    k_base = K + seq_start * stride_kt + kv_head * stride_kh
+    v_base = V + seq_start * stride_vt + kv_head * stride_vh
+    if IS_CAUSAL:
+        # Blocks wholly left of this tile's first row need no mask; the diagonal ones do.
+        acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
+                                           0, m_start, seq_len, offs_m, offs_d, qk_scale,
+                                           BLOCK_N, 0, DOT_PRECISION)
+        diag_end = tl.minimum(m_start + BLOCK_M, seq_len)
+        acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
+                                           m_start, diag_end, seq_len, offs_m, offs_d, qk_scale,
+                                           BLOCK_N, 2, DOT_PRECISION)
+    else:
+        full_end = (seq_len // BLOCK_N) * BLOCK_N
+        acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
+                                           0, full_end, seq_len, offs_m, offs_d, qk_scale,
+                                           BLOCK_N, 0, DOT_PRECISION)
+        acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
+                                           full_end, seq_len, seq_len, offs_m, offs_d, qk_scale,
+                                           BLOCK_N, 1, DOT_PRECISION)
+
+    out = acc / l_i[:, None]
+    o_ptrs = Out + (seq_start + offs_m[:, None]) * stride_ot + head * stride_oh + offs_d[None, :]
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok)
+
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check_packed(name: str, t: torch.Tensor, dtype: torch.dtype, head_dim: int) -> None:
+    if t.dim() != 3 or t.shape[-1] != head_dim:
+        raise ValueError(f"{name} must be (tokens, heads, {head_dim}), got {tuple(t.shape)}")
+    if t.dtype != dtype:
+        raise ValueError(f"{name} dtype {t.dtype} differs from q's {dtype}")
+    if t.stride(-1) != 1:
+        raise ValueError(f"{name} must be contiguous in head_dim")
+
+
+def varlen_prefix_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    *,
+    causal: bool = True,
+    sm_scale: float | None = None,
+    prefix_k: torch.Tensor | None = None,
+    prefix_v: torch.Tensor | None = None,
+    cu_prefix_lens: torch.Tensor | None = None,
+    prefix_group: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Launch the kernel; shapes as in the module docstring. Returns (total_tokens, heads, head_dim)."""
+    total, num_heads, head_dim = q.shape
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {head_dim} not in {SUPPORTED_HEAD_DIMS}")
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype {q.dtype} not supported")
+    if q.stride(-1) != 1:
+        raise ValueError("q must be contiguous in head_dim")
+    _check_packed("k", k, q.dtype, head_dim)
+    _check_packed("v", v, q.dtype, head_dim)
+    num_kv_heads = k.shape[1]
+    if k.shape[0] != total or v.shape[:2] != k.shape[:2] or num_heads % num_kv_heads:
+        raise ValueError("k/v must pack the same tokens as q with kv_heads dividing heads")
+    num_seqs = cu_seqlens.numel() - 1
+    has_prefix = prefix_k is not None
+    if has_prefix:
+        assert prefix_v is not None and cu_prefix_lens is not None
+        _check_packed("prefix_k", prefix_k, q.dtype, head_dim)
+        _check_packed("prefix_v", prefix_v, q.dtype, head_dim)
+        if prefix_k.shape[1] != num_kv_heads or prefix_v.shape[:2] != prefix_k.shape[:2]:
+            raise ValueError("prefix_k/prefix_v must have kv_heads heads and equal shapes")
+        if prefix_group is None:
+            if cu_prefix_lens.numel() != 2:
+                raise ValueError("prefix_group is required with several prefix groups")
+            prefix_group = torch.zeros(num_seqs, dtype=torch.int32, device=q.device)
+    else:  # placeholders the kernel never reads (HAS_PREFIX is a compile-time False)
+        prefix_k, prefix_v = k, v
+        cu_prefix_lens = cu_seqlens
+        prefix_group = cu_seqlens
+    if out is None:
+        out = torch.empty_like(q)
+    if total == 0 or num_seqs == 0:
+        return out
+    scale = float(sm_scale) if sm_scale is not None else head_dim ** -0.5
+    # fp32 inputs get exact fp32 dots (the model's exact path); halves use the tensor cores.
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return (triton.cdiv(max(int(max_seqlen), 1), meta["BLOCK_M"]), num_seqs * num_heads)
+
+    _varlen_prefix_attention_fwd[grid](
+        q, k, v, prefix_k, prefix_v, out,
+        cu_seqlens, cu_prefix_lens, prefix_group,
+        scale,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
+        out.stride(0), out.stride(1),
+        num_heads, num_heads // num_kv_heads,
+        HEAD_DIM=head_dim, IS_CAUSAL=causal, HAS_PREFIX=has_prefix, DOT_PRECISION=precision,
+    )
+    return out
