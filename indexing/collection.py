@@ -70,6 +70,7 @@ class Hit:
     metadata: dict[str, Any]
     vid: int
     relevance: float | None = None
+    rerank_score: float | None = None
 
 
 @dataclass
@@ -437,6 +438,7 @@ class CollectionCatalog:
 
     def describe(self, name: str) -> dict[str, Any]:
         """Stats of a ready collection, or its name, status and error when it is unavailable."""
+        validate_name(name)
         slot = self._slots.get(name)
         if slot is None:
             raise CollectionNotFound(f"collection {name!r} does not exist")

@@ -1,0 +1,220 @@
+"""CollectionService: the collections API over `indexing.CollectionCatalog` and the embedder.
+
+Blocking work (SQLite, FAISS) runs in worker threads; text goes through the shared
+`EmbeddingService` batcher (documents with input_type=document, queries with input_type=query).
+Indexing-layer errors are mapped here, once, onto the service's error hierarchy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+
+from indexing.collection import Collection, CollectionCatalog, CollectionConfig, Hit, SearchResult
+from indexing.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    CollectionUnavailable,
+    IndexingError,
+    InvalidCollectionName,
+    InvalidDocument,
+)
+from indexing.store import Document
+from service.embedding import EmbeddingService
+from service.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from service.schemas.collections import DocumentIn, SearchRequest, SearchRerank
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+DEMO_CORPUS = Path(__file__).parent / "demo" / "demo_corpus.jsonl"
+
+# The rerank cascade's seam: (query text, hits, stage) -> reordered hits with rerank_score set.
+RerankStage = Callable[[str, list[Hit], SearchRerank], Awaitable[list[Hit]]]
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    try:
+        yield
+    except CollectionNotFound as exc:
+        raise NotFound(str(exc)) from None
+    except CollectionExists as exc:
+        raise Conflict(str(exc)) from None
+    except CollectionUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from None
+    except (InvalidCollectionName, InvalidDocument) as exc:
+        raise InvalidRequest(str(exc)) from None
+    except IndexingError as exc:  # any other indexing error is still about this request's input
+        raise InvalidRequest(str(exc)) from None
+
+
+class CollectionService:
+    """Owns the catalog; one public coroutine per endpoint."""
+
+    def __init__(self, settings: Settings, embedding: EmbeddingService) -> None:
+        self.settings = settings
+        self.embedding = embedding
+        self.catalog = CollectionCatalog(settings.data_dir, settings.snapshot_every, settings.index_device)
+        self.rerank_stage: RerankStage | None = None
+        self.opened = False
+
+    # ---- lifecycle ----
+    async def start(self) -> None:
+        """Open every collection on disk (broken ones are reported, not fatal), then the demo."""
+        errors = await anyio.to_thread.run_sync(self.catalog.open_all)
+        for name, error in errors.items():
+            if error:
+                log.error("collection %s is unavailable: %s", name, error)
+        if self.settings.demo_collection and self.settings.demo_collection_name not in self.catalog.names():
+            await self.index_demo()
+        self.opened = True
+
+    def stop(self) -> None:
+        self.catalog.close()
+
+    async def index_demo(self) -> None:
+        """Create and fill the demo collection from the shipped corpus, so a search answers at once."""
+        rows = [json.loads(line) for line in DEMO_CORPUS.read_text().splitlines() if line.strip()]
+        await self.create(
+            CollectionConfig(
+                self.settings.demo_collection_name, self.embedding.model_name, self.embedding.dim
+            )
+        )
+        docs = [DocumentIn(id=r["id"], text=r["text"], metadata=r.get("metadata", {})) for r in rows]
+        await self.upsert(self.settings.demo_collection_name, docs)
+        log.info(
+            "indexed the demo collection %r (%d documents)", self.settings.demo_collection_name, len(docs)
+        )
+
+    # ---- collections ----
+    async def create(self, config: CollectionConfig) -> dict[str, Any]:
+        with _mapped_errors():
+            coll = await anyio.to_thread.run_sync(self.catalog.create, config)
+            return coll.stats()
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self.catalog.describe(name) for name in self.catalog.names()]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        with _mapped_errors():
+            return self.catalog.describe(name)
+
+    async def delete(self, name: str) -> None:
+        with _mapped_errors():
+            await anyio.to_thread.run_sync(self.catalog.delete, name)
+
+    async def reload(self, name: str, rebuild: bool = False) -> dict[str, Any]:
+        with _mapped_errors():
+            coll = await anyio.to_thread.run_sync(self.catalog.reload, name, rebuild)
+            return coll.stats()
+
+    def collection(self, name: str) -> Collection:
+        with _mapped_errors():
+            return self.catalog.get(name)
+
+    # ---- documents ----
+    async def upsert(self, name: str, documents: list[DocumentIn]) -> list[str]:
+        coll = self.collection(name)
+        if len(documents) > self.settings.max_documents_per_upsert:
+            raise PayloadTooLarge(
+                f"documents: {len(documents)} documents exceed the limit of "
+                f"{self.settings.max_documents_per_upsert} per request "
+                "(RRS_MAX_DOCUMENTS_PER_UPSERT)"
+            )
+        seen: set[str] = set()
+        for i, doc in enumerate(documents):
+            if doc.id in seen:
+                raise InvalidRequest(f"documents[{i}].id: duplicate id {doc.id!r} in one request")
+            seen.add(doc.id)
+        vectors = await self._document_vectors(coll, documents)
+        docs = [Document(d.id, d.text, d.metadata) for d in documents]
+        with _mapped_errors():
+            await anyio.to_thread.run_sync(coll.upsert, docs, vectors)
+        return [d.id for d in documents]
+
+    async def _document_vectors(self, coll: Collection, documents: list[DocumentIn]) -> np.ndarray:
+        """Given vectors where sent, embeddings of the text otherwise (one batched call per chunk)."""
+        out = np.zeros((len(documents), coll.config.dim), dtype=np.float32)
+        to_embed: list[int] = []
+        for i, doc in enumerate(documents):
+            if doc.vector is not None:
+                if len(doc.vector) != coll.config.dim:
+                    raise InvalidRequest(
+                        f"documents[{i}].vector: expected dimension {coll.config.dim}, got {len(doc.vector)}"
+                    )
+                out[i] = doc.vector
+            elif not doc.text.strip():
+                raise InvalidRequest(f"documents[{i}]: needs a non-empty `text` or a `vector`")
+            else:
+                to_embed.append(i)
+        if to_embed:
+            self._check_embeddable(coll, "documents")
+            step = self.settings.max_inputs_per_request
+            for start in range(0, len(to_embed), step):
+                rows = to_embed[start : start + step]
+                result = await self.embedding.embed(
+                    [documents[i].text for i in rows], input_type="document", use_cache=False
+                )
+                out[rows] = result.vectors
+        return out
+
+    def _check_embeddable(self, coll: Collection, field: str) -> None:
+        if coll.config.model not in self.embedding.aliases or coll.config.dim != self.embedding.dim:
+            raise InvalidRequest(
+                f"{field}: collection {coll.name!r} uses model {coll.config.model!r} "
+                f"(dim {coll.config.dim}), "
+                f"not the served {self.embedding.model_name!r}; send vectors instead of text"
+            )
+
+    async def delete_documents(self, name: str, ids: list[str]) -> int:
+        coll = self.collection(name)
+        with _mapped_errors():
+            return await anyio.to_thread.run_sync(coll.delete, ids)
+
+    # ---- search ----
+    async def search(self, name: str, req: SearchRequest) -> SearchResult:
+        coll = self.collection(name)
+        if not 1 <= req.top_k <= self.settings.max_top_k:
+            raise InvalidRequest(f"top_k: must be between 1 and {self.settings.max_top_k}, got {req.top_k}")
+        if (req.query is None) == (req.vector is None):
+            raise InvalidRequest("query: send exactly one of `query` (text) or `vector`")
+        if req.vector is not None:
+            if len(req.vector) != coll.config.dim:
+                raise InvalidRequest(f"vector: expected dimension {coll.config.dim}, got {len(req.vector)}")
+            qvec = np.asarray([req.vector], dtype=np.float32)
+        else:
+            assert req.query is not None
+            if not req.query.strip():
+                raise InvalidRequest("query: must be a non-empty string")
+            self._check_embeddable(coll, "query")
+            qvec = (await self.embedding.embed([req.query], input_type="query")).vectors
+        if req.rerank is not None and (self.rerank_stage is None or req.query is None):
+            raise InvalidRequest(
+                "rerank: needs `query` text and a server with a rerank stage"
+                if self.rerank_stage is not None
+                else "rerank: not available on this server"
+            )
+        k = req.top_k if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
+        with _mapped_errors():
+            result = (await anyio.to_thread.run_sync(coll.search, qvec, k, req.filter, req.min_relevance))[0]
+        if req.rerank is not None and self.rerank_stage is not None and req.query is not None:
+            reranked = await self.rerank_stage(req.query, result.hits, req.rerank)
+            result.hits = reranked[: req.rerank.top_n or req.top_k]
+        return result
+
+    @property
+    def ready(self) -> bool:
+        return self.opened

@@ -1,0 +1,116 @@
+"""Collections endpoints: thin HTTP over `CollectionService` (validation and errors live there)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from indexing.collection import CollectionConfig
+from service.collections import CollectionService
+from service.dependencies import require_api_key
+from service.schemas.collections import (
+    CollectionInfo,
+    CollectionList,
+    CreateCollectionRequest,
+    DeleteDocumentsRequest,
+    DeleteDocumentsResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    UpsertRequest,
+    UpsertResponse,
+)
+from service.schemas.common import ERROR_RESPONSES
+
+router = APIRouter(
+    prefix="/v1/collections",
+    tags=["collections"],
+    dependencies=[Depends(require_api_key)],
+    responses=ERROR_RESPONSES,
+)
+
+
+def get_collection_service(request: Request) -> CollectionService:
+    return request.app.state.collections
+
+
+@router.post("", response_model=CollectionInfo, status_code=201)
+async def create_collection(
+    body: CreateCollectionRequest, service: CollectionService = Depends(get_collection_service)
+) -> CollectionInfo:
+    config = CollectionConfig(
+        body.name,
+        body.model or service.embedding.model_name,
+        body.dimension or service.embedding.dim,
+        body.metric,
+        body.index,
+    )
+    return CollectionInfo(**await service.create(config))
+
+
+@router.get("", response_model=CollectionList)
+async def list_collections(service: CollectionService = Depends(get_collection_service)) -> CollectionList:
+    return CollectionList(data=[CollectionInfo(**info) for info in service.list()])
+
+
+@router.get("/{name}", response_model=CollectionInfo)
+async def get_collection(
+    name: str, service: CollectionService = Depends(get_collection_service)
+) -> CollectionInfo:
+    return CollectionInfo(**service.describe(name))
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_collection(
+    name: str, service: CollectionService = Depends(get_collection_service)
+) -> Response:
+    await service.delete(name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/reload", response_model=CollectionInfo)
+async def reload_collection(
+    name: str, rebuild: bool = False, service: CollectionService = Depends(get_collection_service)
+) -> CollectionInfo:
+    """Re-open from disk (after `rrs index`); `rebuild=true` rebuilds the index from the store."""
+    return CollectionInfo(**await service.reload(name, rebuild))
+
+
+@router.post("/{name}/documents", response_model=UpsertResponse)
+async def upsert_documents(
+    name: str, body: UpsertRequest, service: CollectionService = Depends(get_collection_service)
+) -> UpsertResponse:
+    """Insert or replace documents; acknowledged only after the write is durable."""
+    ids = await service.upsert(name, body.documents)
+    return UpsertResponse(collection=name, upserted=len(ids), ids=ids)
+
+
+@router.delete("/{name}/documents", response_model=DeleteDocumentsResponse)
+async def delete_documents(
+    name: str, body: DeleteDocumentsRequest, service: CollectionService = Depends(get_collection_service)
+) -> DeleteDocumentsResponse:
+    return DeleteDocumentsResponse(collection=name, deleted=await service.delete_documents(name, body.ids))
+
+
+@router.post("/{name}/search", response_model=SearchResponse)
+async def search_collection(
+    name: str, body: SearchRequest, service: CollectionService = Depends(get_collection_service)
+) -> SearchResponse:
+    result = await service.search(name, body)
+    hits = [
+        SearchHit(
+            id=h.id,
+            score=h.score,
+            relevance=h.relevance,
+            rerank_score=h.rerank_score,
+            text=h.text,
+            metadata=h.metadata,
+        )
+        for h in result.hits
+    ]
+    return SearchResponse(
+        collection=name,
+        model=service.collection(name).config.model,
+        hits=hits,
+        candidates=result.candidates,
+        filtered_count=result.filtered_count,
+    )

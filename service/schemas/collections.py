@@ -1,0 +1,115 @@
+"""Collections API shapes: create/list collections, upsert/delete documents, search."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Scalar = str | int | float | bool | None
+
+
+class CreateCollectionRequest(BaseModel):
+    name: str = Field(..., description="1-64 characters: letters, digits, '_' or '-', starting alphanumeric.")
+    model: str | None = Field(
+        None,
+        description="Embedding model; defaults to the served one. Collections of another model "
+        "accept only raw `vector`s (the server cannot embed their text).",
+    )
+    dimension: int | None = Field(
+        None, ge=1, le=65536, description="Vector dimension; defaults to the served model's."
+    )
+    metric: Literal["cosine", "ip", "l2"] = "cosine"
+    index: Literal["auto", "flat", "hnsw", "ivf_flat", "ivf_pq"] = Field(
+        "auto", description="ANN index kind; `auto` is exact below 50k documents and HNSW above."
+    )
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    status: Literal["ready", "unavailable"]
+    error: str | None = None
+    model: str | None = None
+    dim: int | None = None
+    metric: str | None = None
+    index_kind: str | None = None
+    built_kind: str | None = None
+    count: int | None = Field(None, description="Documents in the store (the source of truth).")
+    indexed: int | None = Field(None, description="Vectors live in the ANN index (equals `count`).")
+    calibrated: bool = False
+    created_at: float | None = None
+
+
+class CollectionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CollectionInfo]
+
+
+class DocumentIn(BaseModel):
+    id: str = Field(..., min_length=1, max_length=512)
+    text: str = Field("", description="Embedded with input_type=document unless `vector` is given.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    vector: list[float] | None = Field(None, description="A precomputed vector; skips embedding.")
+
+
+class UpsertRequest(BaseModel):
+    documents: list[DocumentIn] = Field(..., min_length=1)
+
+
+class UpsertResponse(BaseModel):
+    collection: str
+    upserted: int
+    ids: list[str]
+
+
+class DeleteDocumentsRequest(BaseModel):
+    ids: list[str] = Field(..., min_length=1)
+
+
+class DeleteDocumentsResponse(BaseModel):
+    collection: str
+    deleted: int
+
+
+class SearchRerank(BaseModel):
+    """Optional second stage over the retrieved hits (wired by the rerank service)."""
+
+    method: str | None = Field(None, description="Reranker method; the server's default when omitted.")
+    model: str | None = None
+    top_n: int | None = Field(None, ge=1, description="Keep this many hits after reranking.")
+    candidates: int | None = Field(None, ge=1, description="Rerank this many retrieved hits (default top_k).")
+
+
+class SearchRequest(BaseModel):
+    query: str | None = Field(None, description="Query text (embedded with input_type=query).")
+    vector: list[float] | None = Field(None, description="A query vector instead of `query` text.")
+    top_k: int = Field(10, description="Hits to return (1..RRS_MAX_TOP_K).")
+    filter: dict[str, Scalar] | None = Field(
+        None, description="Metadata equality filter: every `field: value` must match ('a.b' is nested)."
+    )
+    min_relevance: float | None = Field(
+        None, ge=0.0, le=1.0, description="Drop hits whose calibrated relevance is below this."
+    )
+    rerank: SearchRerank | None = None
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float = Field(..., description="Similarity (cosine or inner product; -squared L2 for l2).")
+    relevance: float | None = Field(None, description="Calibrated relevance probability, when fitted.")
+    rerank_score: float | None = None
+    text: str
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    object: Literal["search_result"] = "search_result"
+    collection: str
+    model: str
+    hits: list[SearchHit]
+    candidates: int = Field(..., description="Hits retrieved before the relevance cut.")
+    filtered_count: int | None = Field(None, description="Documents that matched `filter`.")
+
+
+class ReloadResponse(BaseModel):
+    collection: CollectionInfo
