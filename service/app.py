@@ -11,12 +11,13 @@ import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from service.collections import CollectionService
 from service.docs import install_offline_docs
 from service.embedding import EmbeddingService
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, TimingMiddleware
-from service.routes import embeddings, health
+from service.routes import collections, embeddings, health
 from service.settings import Settings
 
 log = logging.getLogger("rrs")
@@ -35,7 +36,14 @@ def _lifespan(settings: Settings):
         try:
             await embedding.warmup()
             log.info("embedder %s ready (dim %d)", embedding.model_name, embedding.dim)
-            yield
+            collection_service = CollectionService(settings, embedding)
+            app.state.collections = collection_service
+            app.state.readiness["collections"] = lambda: collection_service.ready
+            try:
+                await collection_service.start()
+                yield
+            finally:
+                await anyio.to_thread.run_sync(collection_service.stop)
         finally:
             embedding.stop()
 
@@ -60,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_offline_docs(app)
     app.include_router(health.router)
     app.include_router(embeddings.router)
+    app.include_router(collections.router)
 
     # Middleware: the last added runs first (outermost).
     if settings.cors_origins:

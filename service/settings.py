@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_top_k: int = Field(1000, ge=1)
     max_documents_per_upsert: int = Field(4096, ge=1)
     snapshot_every: int = Field(1000, ge=1, description="Write an index snapshot after this many changes.")
+    demo_collection_name: str = "demo"
+    index_device: str = Field(
+        "auto", description="Search mirror: auto (faiss-gpu, else torch on CUDA, else CPU FAISS), cpu, "
+        "cuda[:N], or torch:<device> for the torch exact-search backend."
+    )
 
     # reranking
     max_rerank_documents: int = Field(1000, ge=1)
