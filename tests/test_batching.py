@@ -1,0 +1,130 @@
+"""TokenBudgetBatcher: budget, ordering, isolation, deadlines and admission."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batching import TokenBudgetBatcher
+from service.errors import DeadlineExceeded, Overloaded
+from service.metrics import Metrics
+
+
+class Item:
+    def __init__(self, value: int, length: int) -> None:
+        self.value, self.length = value, length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.0, fail_on: int | None = None) -> None:
+        self.batches: list[list[Item]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[Item]) -> np.ndarray:
+        with self.lock:
+            self.batches.append(items)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and any(it.value == self.fail_on for it in items):
+            raise RuntimeError("model failure")
+        return np.array([[it.value, it.value * 2] for it in items], dtype=np.float32)
+
+
+def _batcher(run, **kw) -> TokenBudgetBatcher:
+    args = {"max_batch_tokens": 100, "max_batch_size": 8, "max_queue": 64, "linger_s": 0.01}
+    args.update(kw)
+    b = TokenBudgetBatcher("test", run, metrics=Metrics(), **args)
+    b.start()
+    return b
+
+
+def test_rows_come_back_in_input_order_across_merged_requests():
+    rec = Recorder()
+    b = _batcher(rec)
+
+    async def main():
+        reqs = [[Item(100 * r + i, (7 * i + r) % 30 + 1) for i in range(5)] for r in range(10)]
+        far = time.monotonic() + 30
+        results = await asyncio.gather(*(b.submit(items, far) for items in reqs))
+        for items, res in zip(reqs, results, strict=True):
+            assert res.rows[:, 0].tolist() == [it.value for it in items]
+
+    asyncio.run(main())
+    b.stop()
+    for batch in rec.batches:
+        assert len(batch) <= 8
+        assert max(len(it) for it in batch) * len(batch) <= 100 or len(batch) == 1
+        lengths = [len(it) for it in batch]
+        assert lengths == sorted(lengths)  # length-sorted to cut padding
+    assert len(rec.batches) < 50  # requests were merged, not run one by one
+
+
+def test_a_failing_batch_fails_only_its_requests():
+    b = _batcher(Recorder(fail_on=13), max_batch_size=1)
+
+    async def main():
+        far = time.monotonic() + 30
+        good, bad = await asyncio.gather(b.submit([Item(1, 3)], far), b.submit([Item(13, 3)], far),
+                                         return_exceptions=True)
+        assert isinstance(bad, RuntimeError)
+        assert good.rows[0, 0] == 1
+        again = await b.submit([Item(2, 3)], time.monotonic() + 30)
+        assert again.rows[0, 1] == 4
+
+    asyncio.run(main())
+    assert b.healthy
+    b.stop()
+
+
+def test_expired_requests_are_dropped_before_inference():
+    rec = Recorder(delay=0.3)
+    b = _batcher(rec, max_batch_size=1)
+
+    async def main():
+        blocker = asyncio.create_task(b.submit([Item(1, 2)], time.monotonic() + 30))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([Item(99, 2)], time.monotonic() + 0.05)
+        await blocker
+
+    asyncio.run(main())
+    b.stop()
+    assert all(it.value != 99 for batch in rec.batches for it in batch)
+
+
+def test_full_queue_refuses_at_admission():
+    b = _batcher(Recorder(delay=0.2), max_queue=2, max_batch_size=1, linger_s=0)
+
+    async def main():
+        far = time.monotonic() + 30
+        results = await asyncio.gather(*(b.submit([Item(i, 2)], far) for i in range(8)), return_exceptions=True)
+        overloaded = [r for r in results if isinstance(r, Overloaded)]
+        assert overloaded and overloaded[0].headers["Retry-After"] == "1"
+        assert any(not isinstance(r, Exception) for r in results)
+
+    asyncio.run(main())
+    b.stop()
+
+
+def test_stalled_worker_marks_unhealthy():
+    b = _batcher(Recorder(delay=0.6), stall_timeout_s=0.2)
+
+    async def main():
+        task = asyncio.create_task(b.submit([Item(1, 2)], time.monotonic() + 30))
+        await asyncio.sleep(0.45)
+        assert not b.healthy
+        await task
+        assert b.healthy
+
+    asyncio.run(main())
+    b.stop()
+    assert not b.healthy  # a stopped worker is not healthy either
