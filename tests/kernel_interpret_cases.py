@@ -1,0 +1,110 @@
+"""Run the Triton kernels under TRITON_INTERPRET=1 on CPU against float64 references; print JSON.
+
+Run as a subprocess by tests/test_kernels_*.py: the interpreter must be switched on before triton is
+first imported, which a pytest process that already imported triton elsewhere cannot guarantee.
+Usage: python tests/kernel_interpret_cases.py attention|topk
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ["TRITON_INTERPRET"] = "1"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+# (name, head_dim, heads, kv_heads, causal, prefix groups (0 = none), dtype)
+ATTENTION_CASES = [
+    ("d64_mha_causal_fp32", 64, 4, 4, True, 0, torch.float32),
+    ("d64_gqa4_causal_prefix_fp32", 64, 8, 2, True, 1, torch.float32),
+    ("d64_gqa8_full_prefix2_fp32", 64, 8, 1, False, 2, torch.float32),
+    ("d128_mha_full_fp32", 128, 2, 2, False, 0, torch.float32),
+    ("d128_gqa4_causal_prefix2_fp32", 128, 4, 1, True, 2, torch.float32),
+    ("d128_gqa8_causal_fp16", 128, 8, 1, True, 0, torch.float16),
+    ("d64_gqa4_full_prefix_fp16", 64, 4, 1, False, 1, torch.float16),
+    ("d128_mha_causal_prefix_fp16", 128, 2, 2, True, 1, torch.float16),
+]
+
+# (name, queries, corpus rows, dim, k, dtype, duplicate corpus)
+TOPK_CASES = [
+    ("q5_n300_d96_k10_fp32", 5, 300, 96, 10, torch.float32, False),
+    ("q17_n200_d64_k1_fp32", 17, 200, 64, 1, torch.float32, False),
+    ("q3_n150_d40_k33_fp32", 3, 150, 40, 33, torch.float32, False),
+    ("q4_n256_d64_k8_fp16", 4, 256, 64, 8, torch.float16, False),
+    ("q3_n2x90_d32_k6_ties", 3, 90, 32, 6, torch.float32, True),
+]
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.double() - ref).norm() / ref.norm())
+
+
+def _ragged_lengths(gen: torch.Generator, count: int) -> list[int]:
+    """Random lengths in 1..300 with the edges (1 and 300) and an empty sequence mixed in."""
+    lengths = torch.randint(1, 301, (count,), generator=gen).tolist()
+    return [1, *lengths, 0, 300][: count + 3]
+
+
+def run_attention() -> dict[str, dict[str, float]]:
+    from kernels.attention.reference import varlen_prefix_attention_reference
+    from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
+
+    results = {}
+    for i, (name, dim, heads, kv_heads, causal, groups, dtype) in enumerate(ATTENTION_CASES):
+        gen = torch.Generator().manual_seed(1000 + i)
+        lengths = _ragged_lengths(gen, 2)
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+        total = int(cu[-1])
+
+        def rand(*shape: int, g: torch.Generator = gen, dt: torch.dtype = dtype) -> torch.Tensor:
+            return torch.randn(*shape, generator=g, dtype=torch.float64).to(dt)
+
+        q, k, v = rand(total, heads, dim), rand(total, kv_heads, dim), rand(total, kv_heads, dim)
+        prefix = {}
+        if groups:
+            plens = torch.randint(1, 121, (groups,), generator=gen).tolist()
+            cu_p = torch.tensor([0, *torch.tensor(plens).cumsum(0).tolist()], dtype=torch.int32)
+            prefix = dict(prefix_k=rand(int(cu_p[-1]), kv_heads, dim), prefix_v=rand(int(cu_p[-1]), kv_heads, dim),
+                          cu_prefix_lens=cu_p,
+                          prefix_group=torch.randint(0, groups, (len(lengths),), generator=gen, dtype=torch.int32))
+        out = torch.full_like(q, float("nan"))  # poisoned: an unwritten row stays NaN and fails
+        varlen_prefix_attention_triton(q, k, v, cu, max(lengths), causal=causal, out=out, **prefix)
+        ref = varlen_prefix_attention_reference(
+            q.double(), k.double(), v.double(), cu, causal=causal,
+            **{n: (t.double() if t.is_floating_point() else t) for n, t in prefix.items()})
+        results[name] = {"rel_err": _rel_err(out, ref), "nan": int(out.isnan().sum()), "tokens": total}
+    return results
+
+
+def run_topk() -> dict[str, dict[str, float]]:
+    from kernels.topk.similarity_topk_fwd import similarity_topk_triton
+
+    results = {}
+    for i, (name, nq, n, dim, k, dtype, duplicate) in enumerate(TOPK_CASES):
+        gen = torch.Generator().manual_seed(2000 + i)
+        queries = torch.randn(nq, dim, generator=gen).to(dtype)
+        corpus = torch.randn(n, dim, generator=gen).to(dtype)
+        if duplicate:  # small integers: every dot product is exact, so the copies tie exactly
+            queries = torch.randint(-3, 4, (nq, dim), generator=gen).to(dtype)
+            corpus = torch.randint(-3, 4, (n, dim), generator=gen).to(dtype)
+            corpus = torch.cat([corpus, corpus])
+        scores, ids = similarity_topk_triton(queries, corpus, k)
+        ref_scores, ref_ids = (queries.double() @ corpus.double().T).topk(k, dim=1)
+        result = {"ids_equal": float((ids == ref_ids).float().mean()),
+                  "max_score_err": float((scores.double() - ref_scores).abs().max()),
+                  "ids_dtype_int64": float(ids.dtype == torch.int64)}
+        if duplicate:  # every row appears twice: among equal scores the lower id must come first
+            same = scores[:, 1:] == scores[:, :-1]
+            result["ties_present"] = float(same.any())
+            result["ties_lower_id_first"] = float((ids[:, 1:] > ids[:, :-1])[same].all())
+        results[name] = result
+    return results
+
+
+if __name__ == "__main__":
+    which = sys.argv[1]
+    print(json.dumps(run_attention() if which == "attention" else run_topk()))
