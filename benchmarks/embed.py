@@ -83,14 +83,14 @@ async def _drive(base_url: str, texts: list[str], per_request: int, concurrency:
 def run(dataset: Path = DEFAULT_DATASET, n_texts: int = 2000, concurrencies: tuple[int, ...] = (1, 8, 32),
         model: str = "sentence-transformers/all-MiniLM-L6-v2", threads: int | None = None,
         single_text_c1_limit: int = 400) -> dict:
-    from tests.server import LiveServer
+    from service.process import ServerProcess
 
     threads = threads or os.cpu_count() or 2
     texts = load_passages(dataset, n_texts)
     baseline_s = in_process_baseline(model, texts, threads)
     rows: list[Row] = []
     data_dir = Path("var/bench-embed")
-    server = LiveServer(data_dir, env={"RRS_QUERY_CACHE_SIZE": "0", "RRS_EMBED_MODEL": model,
+    server = ServerProcess(data_dir, env={"RRS_QUERY_CACHE_SIZE": "0", "RRS_EMBED_MODEL": model,
                                        "RRS_TORCH_THREADS": str(threads), "RRS_MAX_QUEUE_REQUESTS": "4096"})
     server.start()
     try:
