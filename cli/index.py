@@ -1,0 +1,72 @@
+"""`rrs index`: the batch indexing job (JSONL/CSV/Parquet -> a collection the server serves)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.main import app
+
+
+@app.command("index")
+def index(
+    collection: str = typer.Option(..., "--collection", "-c", help="Collection name (created if missing)."),
+    input: Path = typer.Option(
+        ...,
+        "--input",
+        "-i",
+        exists=True,
+        dir_okay=False,
+        help="JSONL (BEIR corpus.jsonl works as is), CSV/TSV or Parquet file.",
+    ),
+    id_field: str = typer.Option(None, help="Id field (default: `_id`, else `id`)."),
+    text_field: str = typer.Option("text", help="Text field."),
+    title_field: str = typer.Option(
+        "title", help="Optional title field prepended to the text ('' for none)."
+    ),
+    model: str = typer.Option(None, help="Embedding model (default RRS_EMBED_MODEL)."),
+    index_kind: str = typer.Option("auto", "--index", help="auto | flat | hnsw | ivf_flat | ivf_pq"),
+    metric: str = typer.Option("cosine", help="cosine | ip | l2"),
+    data_dir: Path = typer.Option(None, help="Data directory (default RRS_DATA_DIR, as the server)."),
+    device: str = typer.Option("auto", help="Embedding device."),
+    batch_size: int = typer.Option(64, min=1, help="Texts per embedding forward pass."),
+    chunk_size: int = typer.Option(1024, min=1, help="Records read, embedded and committed at a time."),
+    limit: int = typer.Option(None, min=1, help="Stop after this many input records."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Embed and index a corpus file; rerun to resume (ids already stored are skipped)."""
+    from indexing.batch import index_file
+    from indexing.errors import IndexingError
+    from models.embedder import load_embedder
+    from service.settings import Settings
+
+    settings = Settings()
+    model_name = model or settings.embed_model
+    encoder = load_embedder(model_name, device=device)
+    try:
+        report = index_file(
+            data_dir or settings.data_dir,
+            collection,
+            input,
+            encoder,
+            id_field=id_field,
+            text_field=text_field,
+            title_field=title_field or None,
+            index_kind=index_kind,
+            metric=metric,
+            model_name=model_name,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            progress=progress,
+            limit=limit,
+        )
+    except IndexingError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"{report.collection}: read {report.read}, indexed {report.indexed}, skipped {report.skipped} "
+        f"(already stored) in {report.seconds:.1f}s ({report.docs_per_s:.1f} docs/s); collection holds "
+        f"{report.count} documents, index {report.built_kind}. A running server picks it up with "
+        f"POST /v1/collections/{report.collection}/reload"
+    )

@@ -1,0 +1,244 @@
+"""The batch indexing job: stream a JSONL/CSV/Parquet file into a collection, resumably.
+
+Records are read in chunks (bounded memory), ids already in the store are skipped (so a rerun
+after an interruption resumes where the store left off), new texts are embedded and written through
+`Collection.upsert`: the same durable store and snapshot format the server opens. A running server
+picks the result up with `POST /v1/collections/{name}/reload` (or at its next start).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from indexing.collection import Collection, CollectionConfig, validate_name
+from indexing.errors import InvalidDocument
+from indexing.store import Document
+
+FORMATS = ("jsonl", "csv", "parquet")
+
+
+class DocumentEncoder(Protocol):
+    """What the job needs of an embedder (models.embedder's class satisfies it)."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str], input_type: str | None = None, batch_size: int = 32) -> np.ndarray: ...
+
+
+@dataclass
+class IndexReport:
+    collection: str
+    read: int = 0
+    indexed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    count: int = 0
+    built_kind: str = ""
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+
+def detect_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        return "parquet"
+    if ".csv" in suffixes or ".tsv" in suffixes:
+        return "csv"
+    if ".jsonl" in suffixes or ".json" in suffixes or ".ndjson" in suffixes:
+        return "jsonl"
+    raise InvalidDocument(
+        f"input: cannot tell the format of {path.name}; expected one of {', '.join(FORMATS)}"
+    )
+
+
+def count_records(path: Path, fmt: str) -> int | None:
+    """Record count for the progress bar's ETA (a line count; exact for JSONL, close for CSV)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as fh:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    return max(0, lines - (1 if fmt == "csv" else 0))
+
+
+def _raw_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    if fmt == "jsonl":
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise InvalidDocument(
+                            f"input: line {lineno} of {path.name} is not JSON ({exc})"
+                        ) from exc
+    elif fmt == "csv":
+        with open(path, encoding="utf-8", newline="") as fh:
+            dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+            yield from csv.DictReader(fh, dialect=dialect)
+    else:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            yield from batch.to_pylist()
+
+
+def read_documents(
+    path: Path,
+    id_field: str | None = None,
+    text_field: str = "text",
+    title_field: str | None = "title",
+    chunk_size: int = 1024,
+    fmt: str | None = None,
+) -> Iterator[list[Document]]:
+    """Chunks of documents; BEIR `corpus.jsonl` works as is (`_id`, title + text).
+
+    Fields other than id/text become metadata (the title is kept there too).
+    """
+    fmt = fmt or detect_format(path)
+    chunk: list[Document] = []
+    for n, row in enumerate(_raw_rows(path, fmt), 1):
+        key = id_field or ("_id" if "_id" in row else "id")
+        if row.get(key) in (None, "") or text_field not in row:
+            raise InvalidDocument(
+                f"input: record {n} of {path.name} lacks the id field {key!r} or the text "
+                f"field {text_field!r} (use --id-field/--text-field)"
+            )
+        text = str(row[text_field] or "")
+        title = str(row.get(title_field) or "") if title_field else ""
+        if title:
+            text = f"{title} {text}" if text else title
+        metadata = {k: v for k, v in row.items() if k not in (key, text_field) and _jsonable(v)}
+        chunk.append(Document(str(row[key]), text, metadata))
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, dict))
+
+
+class _JobLock:
+    """An exclusive lock file: two jobs writing one collection at once would interleave snapshots."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(folder / ".index-job.lock", os.O_CREAT | os.O_RDWR)
+
+    def __enter__(self) -> _JobLock:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InvalidDocument("collection: another `rrs index` job is writing this collection") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def index_file(
+    data_dir: Path,
+    collection: str,
+    path: Path,
+    encoder: DocumentEncoder,
+    *,
+    id_field: str | None = None,
+    text_field: str = "text",
+    title_field: str | None = "title",
+    index_kind: str = "auto",
+    metric: str = "cosine",
+    model_name: str | None = None,
+    batch_size: int = 64,
+    chunk_size: int = 1024,
+    progress: bool = True,
+    limit: int | None = None,
+    snapshot_every: int = 50_000,
+) -> IndexReport:
+    """Index `path` into `<data_dir>/collections/<collection>`; safe to rerun (resumes)."""
+    validate_name(collection)
+    path = Path(path)
+    if not path.exists():
+        raise InvalidDocument(f"input: {path} does not exist")
+    fmt = detect_format(path)
+    root = Path(data_dir) / "collections"
+    folder = root / collection
+    report = IndexReport(collection)
+    root.mkdir(parents=True, exist_ok=True)
+    with _JobLock(root / f".{collection}.job"):
+        if (folder / "store.sqlite3").exists():
+            coll = Collection.open(folder, snapshot_every=snapshot_every)
+            if coll.config.dim != encoder.dim:
+                coll.close(snapshot=False)
+                raise InvalidDocument(
+                    f"collection: {collection!r} has dimension {coll.config.dim}, the encoder {encoder.dim}"
+                )
+        else:
+            config = CollectionConfig(collection, model_name or encoder.name, encoder.dim, metric, index_kind)
+            coll = Collection.create(folder, config, snapshot_every=snapshot_every)
+        total = count_records(path, fmt)
+        if limit is not None and total is not None:
+            total = min(total, limit)
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total,
+            unit="doc",
+            unit_scale=True,
+            disable=not progress,
+            dynamic_ncols=True,
+            desc=f"index {collection}",
+            smoothing=0.1,
+        )
+        started = time.perf_counter()
+        try:
+            for chunk in read_documents(path, id_field, text_field, title_field, chunk_size, fmt):
+                if limit is not None:
+                    chunk = chunk[: max(0, limit - report.read)]
+                    if not chunk:
+                        break
+                report.read += len(chunk)
+                existing = coll.store.existing_ids([d.id for d in chunk])
+                todo = _dedupe([d for d in chunk if d.id not in existing])
+                report.skipped += len(chunk) - len(todo)
+                if todo:
+                    vectors = encoder.encode(
+                        [d.text for d in todo], input_type="document", batch_size=batch_size
+                    )
+                    coll.upsert(todo, vectors)
+                    report.indexed += len(todo)
+                bar.update(len(chunk))
+                bar.set_postfix(indexed=report.indexed, skipped=report.skipped, refresh=False)
+        finally:  # also on Ctrl-C: what the store holds gets a snapshot, and a rerun resumes from it
+            bar.close()
+            report.seconds = time.perf_counter() - started
+            if coll.index.needs_rebuild(coll.config.index_kind):
+                coll.rebuild()
+            report.count = coll.store.count()
+            report.built_kind = coll.index.kind
+            coll.close(snapshot=True)
+    return report
+
+
+def _dedupe(docs: list[Document]) -> list[Document]:
+    """Keep the last record of an id repeated within one chunk (later lines win, as with upserts)."""
+    last = {d.id: i for i, d in enumerate(docs)}
+    return [d for i, d in enumerate(docs) if last[d.id] == i]
