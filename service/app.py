@@ -11,6 +11,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from service.admission import AdmissionMiddleware
 from service.collections import CollectionService
 from service.docs import install_offline_docs
 from service.embedding import EmbeddingService
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(collections.router)
 
     # Middleware: the last added runs first (outermost).
+    app.add_middleware(AdmissionMiddleware, max_inflight=settings.max_inflight_requests, metrics=app.state.metrics,
+                       retry_after_s=settings.overload_retry_after_s)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])

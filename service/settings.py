@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A list from the environment: a JSON list ('["a","b"]') or a comma-separated string ('a,b').
+EnvList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -59,8 +64,24 @@ class Settings(BaseSettings):
     rerank_timeout_s: float = Field(30.0, gt=0)
 
     # security
-    api_keys: list[str] = Field(default_factory=list)
-    cors_origins: list[str] = Field(default_factory=list)
+    api_keys: EnvList = Field(default_factory=list)
+    cors_origins: EnvList = Field(default_factory=list)
 
     # observability
     log_level: str = "info"
+
+    # overload protection (service/admission.py)
+    max_inflight_requests: int = Field(
+        256, ge=1, description="Requests served at once; more are shed with 503 + Retry-After at once."
+    )
+    overload_retry_after_s: int = Field(1, ge=1, description="The Retry-After a shed request gets.")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value

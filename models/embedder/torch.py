@@ -18,6 +18,7 @@ import torch
 
 from models.device import pick_device, pick_dtype
 from models.resolve import ResolvedModel, resolve_model
+from models.safety import check_safe_weights
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,10 @@ class SentenceTransformerEmbedder:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         kwargs = {"local_files_only": True} if resolved.is_local else {}
-        self.model = SentenceTransformer(resolved.path, device=str(self.device), model_kwargs={}, **kwargs)
+        if resolved.is_local:
+            check_safe_weights(resolved.path)  # never unpickle weights from a user-supplied path
+        self.model = SentenceTransformer(resolved.path, device=str(self.device),
+                                         model_kwargs={"use_safetensors": True}, **kwargs)
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
         self.model.eval()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.dependencies import require_api_key
 
 router = APIRouter(tags=["operations"])
 
@@ -28,8 +30,9 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(require_api_key)])
 async def metrics(request: Request) -> Response:
+    """Prometheus text format; behind the API key when keys are configured (it reveals traffic)."""
     m = request.app.state.metrics
     emb = getattr(request.app.state, "embedding", None)
     if emb is not None:
