@@ -28,6 +28,7 @@ METRICS = ("cosine", "ip", "l2")
 GPU_MAX_K = 2048  # FAISS GPU limit on k and nprobe
 AUTO_FLAT_MAX = 50_000  # below this, exact search is both fast and perfect
 MIN_IVF_TRAIN = 2_000  # an IVF index trained on fewer vectors is worse than a flat one
+MIN_PQ_TRAIN = 39 * 256  # 8-bit product quantizers want 39 training points per centroid
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
@@ -41,7 +42,7 @@ def resolve_kind(kind: str, n: int) -> str:
         raise InvalidDocument(f"index: unknown kind {kind!r}; one of {', '.join(INDEX_KINDS)}")
     if kind == "auto":
         return "flat" if n < AUTO_FLAT_MAX else "hnsw"
-    if kind in ("ivf_flat", "ivf_pq") and n < MIN_IVF_TRAIN:
+    if kind == "ivf_flat" and n < MIN_IVF_TRAIN or kind == "ivf_pq" and n < MIN_PQ_TRAIN:
         return "flat"
     return kind
 
