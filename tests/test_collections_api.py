@@ -1,0 +1,143 @@
+"""The collections HTTP API over a real server: CRUD, upsert/search/delete, filters, errors."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+PASSAGES = [
+    ("bees", "Bees pollinate flowers while they collect nectar.", {"topic": "biology", "year": 2020}),
+    ("bread", "Bread dough rises because yeast produces carbon dioxide.", {"topic": "cooking", "year": 2021}),
+    ("jupiter", "Jupiter is the largest planet of the solar system.", {"topic": "astronomy", "year": 2020}),
+    ("git", "Git stores history as a graph of commits.", {"topic": "programming", "year": 2022}),
+    ("marathon", "A marathon is 42.195 kilometres long.", {"topic": "sports", "year": 2021}),
+]
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    with live_server.client() as c:
+        yield c
+
+
+def _fresh_collection(client) -> str:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    r = client.post("/v1/collections", json={"name": name})
+    assert r.status_code == 201, r.text
+    docs = [{"id": i, "text": t, "metadata": m} for i, t, m in PASSAGES]
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": docs})
+    assert r.status_code == 200 and r.json()["upserted"] == len(PASSAGES)
+    return name
+
+
+@pytest.fixture(scope="module")
+def collection(client) -> str:
+    """Shared by the read-only tests; tests that write make their own."""
+    name = _fresh_collection(client)
+    yield name
+    client.delete(f"/v1/collections/{name}")
+
+
+def _search(client, name: str, **body) -> dict:
+    r = client.post(f"/v1/collections/{name}/search", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_crud(client):
+    name = f"crud-{uuid.uuid4().hex[:8]}"
+    r = client.post("/v1/collections", json={"name": name, "metric": "cosine", "index": "hnsw"})
+    info = r.json()
+    assert r.status_code == 201
+    assert (info["name"], info["dim"], info["count"], info["index_kind"]) == (name, 384, 0, "hnsw")
+    assert info["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert client.post("/v1/collections", json={"name": name}).status_code == 409
+    assert name in [c["name"] for c in client.get("/v1/collections").json()["data"]]
+    assert client.get(f"/v1/collections/{name}").json()["status"] == "ready"
+    assert client.delete(f"/v1/collections/{name}").status_code == 204
+    r = client.get(f"/v1/collections/{name}")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+    assert client.delete(f"/v1/collections/{name}").status_code == 404
+
+
+def test_upsert_then_search_finds_the_document(client, collection):
+    body = _search(client, collection, query="which insects carry pollen between flowers?", top_k=3)
+    assert body["hits"][0]["id"] == "bees"
+    hit = body["hits"][0]
+    assert hit["text"] == PASSAGES[0][1] and hit["metadata"] == PASSAGES[0][2]
+    assert 0.3 < hit["score"] <= 1.0 and len(body["hits"]) == 3
+    assert body["hits"][0]["score"] >= body["hits"][1]["score"] >= body["hits"][2]["score"]
+
+
+def test_upsert_replaces_and_delete_removes(client):
+    collection = _fresh_collection(client)
+    docs = [{"id": "bees", "text": "Volcanoes erupt molten rock called lava.", "metadata": {"topic": "geology"}}]
+    assert client.post(f"/v1/collections/{collection}/documents", json={"documents": docs}).status_code == 200
+    hits = _search(client, collection, query="volcanic eruption lava", top_k=1)["hits"]
+    assert hits[0]["id"] == "bees" and hits[0]["metadata"] == {"topic": "geology"}
+    assert client.get(f"/v1/collections/{collection}").json()["count"] == len(PASSAGES)
+
+    r = client.request("DELETE", f"/v1/collections/{collection}/documents", json={"ids": ["jupiter", "nope"]})
+    assert r.status_code == 200 and r.json()["deleted"] == 1
+    ids = [h["id"] for h in _search(client, collection, query="largest planet", top_k=10)["hits"]]
+    assert "jupiter" not in ids and len(ids) == len(PASSAGES) - 1
+    info = client.get(f"/v1/collections/{collection}").json()
+    assert info["count"] == info["indexed"] == len(PASSAGES) - 1
+    client.delete(f"/v1/collections/{collection}")
+
+
+def test_metadata_filter(client, collection):
+    body = _search(client, collection, query="insects and flowers", top_k=5, filter={"year": 2021})
+    assert {h["id"] for h in body["hits"]} == {"bread", "marathon"}
+    assert body["filtered_count"] == 2
+    body = _search(client, collection, query="insects", top_k=5, filter={"topic": "cooking", "year": 2021})
+    assert [h["id"] for h in body["hits"]] == ["bread"]
+    assert _search(client, collection, query="x", filter={"topic": "none"})["hits"] == []
+
+
+def test_search_by_vector_and_raw_vector_documents(client):
+    name = f"vec-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name, "dimension": 4, "model": "custom"}).status_code == 201
+    docs = [{"id": f"v{i}", "vector": v, "metadata": {"i": i}}
+            for i, v in enumerate(np.eye(4).tolist())]
+    assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
+    hits = _search(client, name, vector=[0.1, 0.9, 0.0, 0.0], top_k=2)["hits"]
+    assert [h["id"] for h in hits] == ["v1", "v0"]
+    r = client.post(f"/v1/collections/{name}/search", json={"query": "text needs the served model"})
+    assert r.status_code == 400 and "send vectors" in r.json()["error"]["message"]
+    client.delete(f"/v1/collections/{name}")
+
+
+@pytest.mark.parametrize(("path", "body", "status", "needle"), [
+    ("/v1/collections/{c}/search", {"vector": [0.1, 0.2, 0.3]}, 400, "vector: expected dimension 384, got 3"),
+    ("/v1/collections/{c}/search", {"query": "   "}, 400, "query: must be a non-empty string"),
+    ("/v1/collections/{c}/search", {"query": "x", "top_k": 0}, 400, "top_k: must be between 1 and"),
+    ("/v1/collections/{c}/search", {"query": "x", "top_k": 100000}, 400, "top_k"),
+    ("/v1/collections/{c}/search", {}, 400, "exactly one of `query`"),
+    ("/v1/collections/{c}/search", {"query": "x", "min_relevance": 2}, 422, "min_relevance"),
+    ("/v1/collections/{c}/search", {"query": "x", "filter": {"a": [1]}}, 422, "filter"),
+    ("/v1/collections/nope-404/search", {"query": "x"}, 404, "'nope-404' does not exist"),
+    ("/v1/collections", {"name": "../x"}, 400, "not a valid collection name"),
+    ("/v1/collections", {"name": "ok", "metric": "hamming"}, 422, "metric"),
+    ("/v1/collections/{c}/documents", {"documents": []}, 422, "documents"),
+    ("/v1/collections/{c}/documents", {"documents": [{"id": "a", "text": ""}]}, 400, "documents[0]"),
+    ("/v1/collections/{c}/documents", {"documents": [{"id": "a", "vector": [0.0] * 384}]}, 400, "zero vector"),
+    ("/v1/collections/{c}/documents", {"documents": [{"id": "a", "vector": [1.0]}]}, 400,
+     "documents[0].vector: expected dimension 384"),
+    ("/v1/collections/{c}/documents", {"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, 400,
+     "duplicate id"),
+])
+def test_bad_inputs_get_clear_4xx(client, collection, path, body, status, needle):
+    r = client.post(path.format(c=collection), json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert needle in error["message"] and error["type"]
+
+
+def test_path_traversal_names_never_reach_the_disk(client, live_server):
+    for name in ["..", "..%2F..%2Fetc", "%2E%2E"]:
+        r = client.post(f"/v1/collections/{name}/search", json={"query": "x"})
+        assert r.status_code in (400, 404), r.text
+    assert not (live_server.data_dir / "etc").exists()
