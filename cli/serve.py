@@ -24,16 +24,14 @@ def serve(
     log_level: str = typer.Option(None, help="Log level (RRS_LOG_LEVEL)."),
 ) -> None:
     """Serve embed, search and rerank over HTTP."""
-    import uvicorn
-
     from service.app import create_app
     from service.settings import Settings
+    from service.shutdown import serve as serve_until_signalled
 
-    overrides = {k: v for k, v in locals().items() if v is not None and k != "uvicorn"}
-    overrides.pop("create_app", None)
-    overrides.pop("Settings", None)
+    overrides = {k: v for k, v in locals().items() if v is not None}
+    for imported in ("create_app", "Settings", "serve_until_signalled"):
+        overrides.pop(imported, None)
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=30)
+    raise typer.Exit(serve_until_signalled(create_app(settings), settings))  # SIGTERM: drain, flush, exit 0

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         256, ge=1, description="Requests served at once; more are shed with 503 + Retry-After at once."
     )
     overload_retry_after_s: int = Field(1, ge=1, description="The Retry-After a shed request gets.")
+    shutdown_grace_s: int = Field(
+        30, ge=1, description="On SIGTERM, how long in-flight requests may take to finish before exit."
+    )
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
