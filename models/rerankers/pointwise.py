@@ -1,0 +1,97 @@
+"""Pointwise yes/no reranking: relevance = P("yes") against P("no") after a judge prompt.
+
+The Qwen3-Reranker recipe (also monoT5's): one forward pass per (query, document), no
+generation; the score is the softmax over only the "yes"/"no" next-token logits. The judge prompt
+is a `JudgeTemplate`, chosen per model: the Qwen3-Reranker models get the exact template they
+were trained with, other models a plain instruction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models.llm.loading import CausalLM
+from models.rerankers.llm_base import LLMReranker, split_prompt, suffix_ids
+
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+@dataclass(frozen=True)
+class JudgeTemplate:
+    """A judge prompt: `user` holds {instruction}, {query} and then {document}, in that order."""
+
+    system: str
+    user: str
+    assistant_start: str = ""
+    instruction: str = DEFAULT_INSTRUCTION
+
+
+YES_NO_TEMPLATE = JudgeTemplate(
+    system='Judge whether the Document answers the Query. Note that the answer can only be "yes" or "no".',
+    user="<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}\n"
+         'Does the Document answer the Query? Answer only "yes" or "no".',
+)
+
+QWEN3_RERANKER_TEMPLATE = JudgeTemplate(
+    system="Judge whether the Document meets the requirements based on the Query and the Instruct "
+           'provided. Note that the answer can only be "yes" or "no".',
+    user="<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}",
+    assistant_start="<think>\n\n</think>\n\n",
+)
+
+# Lower-cased substrings of a model name -> the template that model was trained with.
+MODEL_TEMPLATES: dict[str, JudgeTemplate] = {"qwen3-reranker": QWEN3_RERANKER_TEMPLATE}
+
+YES_SPELLINGS = ("yes", " yes", "Yes", " Yes")
+NO_SPELLINGS = ("no", " no", "No", " No")
+
+
+def template_for(model_name: str, default: JudgeTemplate) -> JudgeTemplate:
+    """The template registered for `model_name`, else `default`."""
+    lowered = model_name.lower()
+    for key, template in MODEL_TEMPLATES.items():
+        if key in lowered:
+            return template
+    return default
+
+
+class JudgeReranker(LLMReranker):
+    """A judge prompt per document, scored from the next-token distribution over answer labels."""
+
+    default_template: JudgeTemplate = YES_NO_TEMPLATE
+
+    def __init__(self, lm: CausalLM, *, template: JudgeTemplate | None = None, **kwargs: object) -> None:
+        super().__init__(lm, **kwargs)  # type: ignore[arg-type]
+        self.template = template or template_for(lm.name, self.default_template)
+
+    def label_spellings(self) -> list[Sequence[str]]:
+        raise NotImplementedError
+
+    def reduce(self, log_probs: list[list[float]]) -> list[float]:
+        """Per-document score from its log-probabilities over the labels."""
+        raise NotImplementedError
+
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        if not documents:
+            return []
+        t = self.template
+        user = t.user.format(instruction=t.instruction, query=query, document="{varying}")
+        parts = split_prompt(self.lm, t.system, user, t.assistant_start)
+        suffixes = [suffix_ids(self.lm, parts, self.clip(d)) for d in documents]
+        labels = [self.lm.label_ids(spellings) for spellings in self.label_spellings()]
+        log_probs = self.label_log_probs(parts.prefix_ids, suffixes, labels)
+        return self.reduce(log_probs.tolist())
+
+
+class PointwiseReranker(JudgeReranker):
+    """Score = P(yes) / (P(yes) + P(no)) at the answer position."""
+
+    method = "pointwise"
+
+    def label_spellings(self) -> list[Sequence[str]]:
+        return [YES_SPELLINGS, NO_SPELLINGS]
+
+    def reduce(self, log_probs: list[list[float]]) -> list[float]:
+        return [math.exp(row[0]) for row in log_probs]

@@ -1,0 +1,85 @@
+"""Causal-LM loading and the last-hidden-state engines, on the shipped SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from models.llm.loading import CausalLM, load_causal_lm
+from models.llm.prefix_scoring import PaddedScorer, PrefixScorer, label_logits, length_batches, make_scorer
+
+
+@functools.cache
+def shipped_lm() -> CausalLM:
+    """The default reranker LLM, loaded once per test process (fp32 CPU, so results are exact)."""
+    return load_causal_lm(device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def lm() -> CausalLM:
+    return shipped_lm()
+
+
+def _prefix_and_suffixes(lm: CausalLM) -> tuple[list[int], list[list[int]]]:
+    prefix = lm.encode(lm.render("Judge relevance.", "Query: how do cats purr\nDocument:"), leading=True)
+    docs = ["Cats purr by vibrating the muscles of the larynx.",
+            "The stock market fell sharply on Tuesday after the announcement " * 3,
+            "Purring", "A domestic cat purrs at 25 to 150 Hz while breathing in and out. " * 2]
+    return prefix, [lm.encode(" " + d + "\nRelevant:") for d in docs]
+
+
+def test_shipped_gguf_loads_with_its_chat_template(lm: CausalLM) -> None:
+    assert type(lm.model).__name__ == "LlamaForCausalLM"
+    assert lm.has_chat_template
+    text = lm.render("SYS", "USER", "ANSWER")
+    assert "SYS" in text and "USER" in text and text.endswith("ANSWER")
+    assert text.index("SYS") < text.index("USER")
+
+
+def test_label_ids_keep_only_single_token_spellings(lm: CausalLM) -> None:
+    ids = lm.label_ids(("yes", " yes", "yes sir"))
+    assert len(ids) == 2 and len(set(ids)) == 2
+    with pytest.raises(ValueError, match="single token"):
+        lm.label_ids(("a long answer",))
+
+
+def test_prefix_cache_equals_full_padded_sequences(lm: CausalLM) -> None:
+    prefix, suffixes = _prefix_and_suffixes(lm)
+    cached = PrefixScorer(lm.model).last_hidden_states(prefix, suffixes)
+    padded = PaddedScorer(lm.model).last_hidden_states(prefix, suffixes)
+    ids = lm.label_ids(("yes", "no")) + lm.label_ids(("no",))
+    assert torch.allclose(label_logits(lm.model, cached, ids), label_logits(lm.model, padded, ids), atol=1e-4)
+
+
+def test_projection_matches_the_models_own_logits(lm: CausalLM) -> None:
+    prefix, suffixes = _prefix_and_suffixes(lm)
+    hidden = PrefixScorer(lm.model).last_hidden_states(prefix, suffixes[:1])
+    with torch.inference_mode():
+        full = lm.model(input_ids=torch.tensor([prefix + suffixes[0]])).logits[0, -1]
+    ids = [5, 100, 4607, 10407]
+    assert torch.allclose(label_logits(lm.model, hidden, ids)[0], full[ids], atol=1e-4)
+
+
+def test_batch_composition_does_not_change_hidden_states(lm: CausalLM) -> None:
+    prefix, suffixes = _prefix_and_suffixes(lm)
+    together = PrefixScorer(lm.model, token_budget=4096).last_hidden_states(prefix, suffixes)
+    one_by_one = PrefixScorer(lm.model, token_budget=1).last_hidden_states(prefix, suffixes)
+    reversed_order = PrefixScorer(lm.model).last_hidden_states(prefix, suffixes[::-1]).flip(0)
+    assert torch.allclose(together, one_by_one, atol=1e-4)
+    assert torch.allclose(together, reversed_order, atol=1e-4)
+
+
+def test_length_batches_respect_the_budget_and_cover_every_index() -> None:
+    lengths = [5, 90, 7, 30, 31, 200, 1, 64]
+    batches = length_batches(lengths, token_budget=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 100
+
+
+def test_unknown_engine_is_named(lm: CausalLM) -> None:
+    with pytest.raises(ValueError, match="padded"):
+        make_scorer(lm.model, "flash")
+    assert isinstance(make_scorer(lm.model, "auto"), PrefixScorer)  # CPU default
