@@ -45,7 +45,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the subprocess
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env", "--host", "127.0.0.1",
-             "--port", str(self.port), "--timeout-graceful-shutdown", "30"],
+             "--port", str(self.port), "--timeout-graceful-shutdown", "30", "--no-access-log"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         self.wait_ready(timeout)
