@@ -21,6 +21,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the server when the process that started it dies (no orphans after a crash)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class ServerProcess:
     """Start with `start()`; `stop()` sends SIGTERM (graceful), `kill()` sends SIGKILL."""
 
@@ -47,6 +57,7 @@ class ServerProcess:
             [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env", "--host", "127.0.0.1",
              "--port", str(self.port), "--timeout-graceful-shutdown", "30", "--no-access-log"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self.wait_ready(timeout)
         return self
