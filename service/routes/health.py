@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.dependencies import require_api_key
@@ -30,7 +30,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", dependencies=[Depends(require_api_key)])
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(require_api_key)])
 async def metrics(request: Request) -> Response:
     """Prometheus text format; behind the API key when keys are configured (it reveals traffic)."""
     m = request.app.state.metrics
