@@ -1,0 +1,69 @@
+"""`rrs eval`: retrieval quality (nDCG@10, R@100, MRR@10) and latency on a BEIR folder, vs BM25."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cli.main import app
+
+DEFAULT_DATASET = Path("../shared/data/msmarco-dl-5k")
+
+
+@app.command("eval")
+def eval_command(
+    dataset: Path = typer.Option(DEFAULT_DATASET, "--dataset", "-d", help="BEIR folder (corpus, queries, qrels)."),
+    collection: str = typer.Option(None, "--collection", "-c", help="Collection to (re)use; default per dataset."),
+    model: str = typer.Option(None, help="Embedding model (default RRS_EMBED_MODEL)."),
+    index_kind: str = typer.Option("flat", "--index", help="Index kind for a new collection."),
+    data_dir: Path = typer.Option(None, help="Data directory (default RRS_DATA_DIR)."),
+    device: str = typer.Option("auto", help="Embedding device."),
+    k: int = typer.Option(100, min=10, help="Candidates retrieved per query."),
+    bm25: bool = typer.Option(True, "--bm25/--no-bm25", help="Score the BM25 baseline in the same run."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
+) -> None:
+    """Index (or reuse) the corpus, run the judged queries, print a table and write JSON."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from indexing.evaluation import evaluate
+    from models.embedder import load_embedder
+    from service.settings import Settings
+
+    if not (dataset / "corpus.jsonl").exists():
+        typer.echo(f"error: {dataset} is not a BEIR folder (no corpus.jsonl)", err=True)
+        raise typer.Exit(2)
+    settings = Settings()
+    model_name = model or settings.embed_model
+    encoder = load_embedder(model_name, device=device)
+    report = evaluate(
+        dataset,
+        data_dir or settings.data_dir,
+        encoder,
+        model_name=model_name,
+        collection=collection,
+        index_kind=index_kind,
+        k=k,
+        bm25=bm25,
+    )
+    table = Table(title=f"{dataset} ({report.queries} judged queries), collection {report.collection}")
+    for col in ("system", "nDCG@10", "R@100 (rel>=2)", "MRR@10 (rel>=2)", "latency p50 ms", "p95 ms"):
+        table.add_column(col, justify="right" if col != "system" else "left")
+    for name, system in report.systems.items():
+        lat = system.latency_summary().get("total", {})
+        table.add_row(
+            name,
+            *(f"{system.metrics[m]:.3f}" for m in ("nDCG@10", "R@100", "MRR@10")),
+            f"{lat.get('p50', float('nan')):.1f}",
+            f"{lat.get('p95', float('nan')):.1f}",
+        )
+    Console().print(table)
+    if "dense" in report.systems:
+        stages = report.systems["dense"].latency_summary()
+        typer.echo("dense latency p50: " + ", ".join(f"{s} {v['p50']:.1f} ms" for s, v in stages.items()))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report.to_json(), indent=2))
+        typer.echo(f"wrote {output}")

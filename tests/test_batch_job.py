@@ -1,0 +1,69 @@
+"""The batch indexing job: readers, resumability, and the server picking the result up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from indexing.batch import index_file, read_documents
+from indexing.collection import Collection
+from indexing.errors import InvalidDocument
+
+TINY = Path(__file__).parent / "fixtures" / "beir-tiny"
+
+
+def test_beir_corpus_reads_as_is_with_title_prepended():
+    docs = [d for chunk in read_documents(TINY / "corpus.jsonl", chunk_size=5) for d in chunk]
+    assert len(docs) == 12 and docs[0].id == "p1"
+    assert docs[0].text == "Honey bees Honey bees pollinate crops and flowers while collecting nectar."
+    assert docs[1].text.startswith("Bumblebees")  # empty title: text alone
+    assert docs[0].metadata == {"title": "Honey bees"}
+
+
+def test_csv_and_parquet_with_named_fields(tmp_path: Path):
+    csv_path = tmp_path / "docs.csv"
+    csv_path.write_text('doc,body,lang\n1,"first, with a comma",en\n2,second,de\n')
+    docs = [d for c in read_documents(csv_path, id_field="doc", text_field="body") for d in c]
+    assert [(d.id, d.text, d.metadata) for d in docs] == [("1", "first, with a comma", {"lang": "en"}),
+                                                          ("2", "second", {"lang": "de"})]
+    pq_path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"key": ["a", "b", "c"], "content": ["x", "y", "z"], "n": [1, 2, 3]}), pq_path)
+    chunks = list(read_documents(pq_path, id_field="key", text_field="content", chunk_size=2))
+    assert [len(c) for c in chunks] == [2, 1]  # streamed in bounded chunks
+    assert chunks[1][0].metadata == {"n": 3}
+    with pytest.raises(InvalidDocument, match="--id-field/--text-field"):
+        next(read_documents(pq_path))
+
+
+def test_job_resumes_after_interruption(tmp_path: Path, embedder):
+    first = index_file(tmp_path, "tiny", TINY / "corpus.jsonl", embedder, limit=5, chunk_size=2, progress=False)
+    assert (first.indexed, first.skipped, first.count) == (5, 0, 5)
+    second = index_file(tmp_path, "tiny", TINY / "corpus.jsonl", embedder, chunk_size=4, progress=False)
+    assert (second.indexed, second.skipped, second.count) == (7, 5, 12)
+    coll = Collection.open(tmp_path / "collections" / "tiny")
+    assert len(coll.index) == coll.store.count() == 12
+    assert coll.search(embedder.encode(["largest planet storm"], input_type="query"), 1)[0].hits[0].id == "p5"
+    coll.close()
+    manifest = json.loads((tmp_path / "collections" / "tiny" / "manifest.json").read_text())
+    assert manifest["count"] == 12 and manifest["model"] == embedder.name
+
+
+def test_cli_job_output_is_served_after_reload(live_server):
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["index", "--collection", "jobbed", "--input", str(TINY / "corpus.jsonl"),
+                                      "--data-dir", str(live_server.data_dir), "--device", "cpu",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "indexed 12" in result.output
+    with live_server.client() as c:
+        r = c.post("/v1/collections/jobbed/reload")
+        assert r.status_code == 200 and r.json()["count"] == 12
+        hits = c.post("/v1/collections/jobbed/search", json={"query": "version control history"}).json()["hits"]
+        assert hits[0]["id"] == "p9"
+        c.delete("/v1/collections/jobbed")
