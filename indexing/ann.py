@@ -28,6 +28,7 @@ METRICS = ("cosine", "ip", "l2")
 GPU_MAX_K = 2048  # FAISS GPU limit on k and nprobe
 AUTO_FLAT_MAX = 50_000  # below this, exact search is both fast and perfect
 MIN_IVF_TRAIN = 2_000  # an IVF index trained on fewer vectors is worse than a flat one
+IVF_TRAIN_SAMPLE = 100_000  # k-means on a sample: build time stays flat as collections grow
 MIN_PQ_TRAIN = 39 * 256  # 8-bit product quantizers want 39 training points per centroid
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
@@ -64,7 +65,7 @@ def _faiss_metric(metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
 
-def build_faiss_index(kind: str, dim: int, metric: str, train: np.ndarray | None) -> faiss.Index:
+def build_faiss_index(kind: str, dim: int, metric: str, train: np.ndarray | None, n: int = 0) -> faiss.Index:
     """An empty (trained, where the kind needs it) CPU FAISS index of a concrete kind."""
     fm = _faiss_metric(metric)
     if kind == "flat":
@@ -76,7 +77,7 @@ def build_faiss_index(kind: str, dim: int, metric: str, train: np.ndarray | None
         return index
     if train is None or len(train) < MIN_IVF_TRAIN:
         raise ValueError(f"{kind} needs at least {MIN_IVF_TRAIN} training vectors")
-    nlist = ivf_nlist(len(train))
+    nlist = min(ivf_nlist(max(n, len(train))), len(train) // 39)  # sized for the collection, trainable
     quantizer = faiss.IndexFlat(dim, fm)
     if kind == "ivf_flat":
         index: faiss.IndexIVF = faiss.IndexIVFFlat(quantizer, dim, nlist, fm)
@@ -128,6 +129,8 @@ class VectorIndex:
             zip(self._slot_vid[live_slots].tolist(), live_slots.tolist(), strict=True)
         )
         self._lock = threading.RLock()
+        self.ef_search = HNSW_EF_SEARCH  # search-time knobs, per index (benchmarks sweep them)
+        self.nprobe = faiss.extract_index_ivf(self.index).nprobe if kind.startswith("ivf") else 0
         self._mirror = _make_mirror(device, self) if device != "cpu" else None
 
     # ---- size ----
@@ -153,7 +156,8 @@ class VectorIndex:
         if target != self.kind:
             return True
         if self.kind.startswith("ivf"):  # retrain once the collection wants twice the lists it has
-            return ivf_nlist(len(self)) > 2 * faiss.extract_index_ivf(self.index).nlist
+            wanted = min(ivf_nlist(len(self)), IVF_TRAIN_SAMPLE // 39)
+            return wanted > 2 * faiss.extract_index_ivf(self.index).nlist
         return False
 
     # ---- writes ----
@@ -242,11 +246,11 @@ class VectorIndex:
         return scores.astype(np.float32), vids.astype(np.int64)
 
     def _faiss_search(self, q: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        params = self._search_params(mask)
+        params = self._search_params(mask, k)
         scores, slots = self.index.search(q, k, params=params)
         return scores, slots
 
-    def _search_params(self, mask: np.ndarray | None) -> faiss.SearchParameters | None:
+    def _search_params(self, mask: np.ndarray | None, k: int) -> faiss.SearchParameters | None:
         kwargs: dict[str, Any] = {}
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")
@@ -254,9 +258,9 @@ class VectorIndex:
             selector.referenced_bitmap = bitmap  # keep the buffer alive as long as the selector
             kwargs["sel"] = selector
         if self.kind == "hnsw":
-            return faiss.SearchParametersHNSW(efSearch=HNSW_EF_SEARCH, **kwargs)
+            return faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k), **kwargs)
         if self.kind.startswith("ivf"):
-            return faiss.SearchParametersIVF(nprobe=self.index.nprobe, **kwargs)
+            return faiss.SearchParametersIVF(nprobe=self.nprobe, **kwargs)
         return faiss.SearchParameters(**kwargs) if kwargs else None
 
     # ---- persistence ----
@@ -292,7 +296,7 @@ class VectorIndex:
         n_hint: int,
         batches: Callable[[], Any],
         device: str = "cpu",
-        train_sample: int = 100_000,
+        train_sample: int = IVF_TRAIN_SAMPLE,
     ) -> VectorIndex:
         """Build from scratch out of `batches()` (an iterable of (vids, vectors), re-iterable for IVF)."""
         kind = resolve_kind(requested_kind, n_hint)
@@ -307,7 +311,7 @@ class VectorIndex:
                     break
             probe = cls(dim, metric, "flat")
             train = probe.prepare(np.concatenate(sample)) if sample else None
-        index = cls(dim, metric, kind, build_faiss_index(kind, dim, metric, train), device=device)
+        index = cls(dim, metric, kind, build_faiss_index(kind, dim, metric, train, n_hint), device=device)
         for vids, vecs in batches():
             index.add(vids, vecs)
         return index
