@@ -1,0 +1,1 @@
+"""Load tests: locust scenarios, the bounded headless runner behind `make loadtest`, and its report."""
