@@ -1,0 +1,167 @@
+"""`rrs calibrate`: fit the relevance calibrator on a labelled collection, report, store, export/apply."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cli.main import app
+
+
+@app.command("calibrate")
+def calibrate(
+    collection: str = typer.Option(..., "--collection", "-c", help="Collection to calibrate."),
+    dataset: Path = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        exists=True,
+        file_okay=False,
+        help="BEIR folder (queries.jsonl, qrels/test.tsv) whose corpus the collection holds.",
+    ),
+    target_precision: float = typer.Option(
+        None, min=0.0, max=1.0, help="Threshold for this precision (default: the max-F1 threshold)."
+    ),
+    family: str = typer.Option(None, help="linear | sqrt | quadratic | power (default: chosen by CV)."),
+    export: Path = typer.Option(None, "--export", help="Write the calibration (JSON) to this file."),
+    apply: Path = typer.Option(
+        None, "--apply", exists=True, dir_okay=False, help="Install a calibration file on the collection."
+    ),
+    min_grade: int = typer.Option(2, help="Smallest qrels grade counted as relevant."),
+    depth: int = typer.Option(100, min=2, help="Candidates per query (the calibrator's top-n)."),
+    folds: int = typer.Option(5, min=2, help="Query-grouped cross-validation folds."),
+    seed: int = typer.Option(0),
+    report_dir: Path = typer.Option(None, help="Where the report goes (default: <collection>/calibration/)."),
+    data_dir: Path = typer.Option(None, help="Data directory (default RRS_DATA_DIR, as the server)."),
+    device: str = typer.Option("auto", help="Device for embedding the queries."),
+) -> None:
+    """Fit (with --dataset), install (--apply) or export (--export) a collection's relevance calibration.
+
+    A running server picks a new calibration up with POST /v1/collections/NAME/reload.
+    """
+    from indexing.calibration.relevance import CalibrationError
+    from indexing.calibration.serving import install_calibration, stored_calibration
+    from indexing.collection import Collection, validate_name
+    from indexing.errors import IndexingError
+    from indexing.snapshot import SnapshotError
+    from service.settings import Settings
+
+    if (dataset is None) == (apply is None) and export is None:
+        typer.echo("error: give --dataset (fit), --apply FILE (install) or --export FILE", err=True)
+        raise typer.Exit(2)
+    if dataset is not None and apply is not None:
+        typer.echo("error: --dataset fits a new calibration; --apply installs one: choose one", err=True)
+        raise typer.Exit(2)
+    try:
+        folder = Path(data_dir or Settings().data_dir) / "collections" / validate_name(collection)
+        if not folder.is_dir():
+            raise IndexingError(f"collection {collection!r} does not exist under {folder.parent}")
+        coll = Collection.open(folder)
+    except (IndexingError, SnapshotError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        if apply is not None:
+            calibration = install_calibration(coll, json.loads(apply.read_text()))
+            typer.echo(f"{collection}: installed the calibration from {apply} (threshold {calibration.threshold:.3f})")
+        elif dataset is not None:
+            calibration = _fit(
+                coll,
+                dataset,
+                target_precision,
+                family,
+                min_grade,
+                depth,
+                folds,
+                seed,
+                report_dir or folder / "calibration",
+                device,
+            )
+            install_calibration(coll, calibration)
+            typer.echo(f"{collection}: calibration stored in {folder / 'manifest.json'}")
+        if export is not None:
+            data = stored_calibration(coll)
+            if data is None:
+                raise CalibrationError(f"calibration: collection {collection!r} has none to export")
+            export.write_text(json.dumps(data, indent=2))
+            typer.echo(f"{collection}: calibration written to {export}")
+    except (CalibrationError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        coll.close()
+
+
+def _fit(
+    coll,
+    dataset: Path,
+    target_precision: float | None,
+    family: str | None,
+    min_grade: int,  # noqa: ANN001
+    depth: int,
+    folds: int,
+    seed: int,
+    report_dir: Path,
+    device: str,
+):  # noqa: ANN202
+    """Retrieve top-`depth` for every judged query, cross-validate all methods, fit the calibrator."""
+    import numpy as np
+
+    from indexing.calibration.dataset import labelled_queries, read_qrels
+    from indexing.calibration.evaluation import METHODS, cross_validate, default_grid
+    from indexing.calibration.families import FAMILIES
+    from indexing.calibration.relevance import fit_calibration
+    from indexing.calibration.report import markdown_table, write_report
+    from models.embedder import load_embedder
+
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family: one of {', '.join(FAMILIES)}")
+    queries_path, qrels_path = dataset / "queries.jsonl", dataset / "qrels" / "test.tsv"
+    if not queries_path.exists() or not qrels_path.exists():
+        raise ValueError(f"dataset: {dataset} needs queries.jsonl and qrels/test.tsv")
+    qrels = read_qrels(qrels_path)
+    rows = [json.loads(line) for line in queries_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if str(r["_id"]) in qrels]
+    if not rows:
+        raise ValueError(f"dataset: no query in {queries_path} has judgments in {qrels_path}")
+    encoder = load_embedder(coll.config.model, device=device)
+    vectors = np.asarray(encoder.encode([r["text"] for r in rows], input_type="query"), dtype=np.float32)
+    scores, vids = coll.index.search(vectors, depth, None)
+    docs = coll.store.get_by_vids(np.unique(vids[vids >= 0]).tolist())
+    cand_ids = [[docs[int(v)].id for v in row if v >= 0 and int(v) in docs] for row in vids]
+    cand_scores = [s[(v >= 0) & np.isin(v, list(docs))] for s, v in zip(scores, vids, strict=True)]
+    queries = labelled_queries([str(r["_id"]) for r in rows], vectors, cand_ids, cand_scores, qrels, min_grade)
+    if len(queries) < folds:
+        raise ValueError(f"dataset: {len(queries)} queries have a relevant candidate; need at least {folds}")
+    grid = default_grid((family,) if family else ("linear", "power"), n_candidates=depth)
+    typer.echo(
+        f"{coll.name}: {len(queries)} labelled queries, {sum(len(q.scores) for q in queries)} pairs; "
+        f"{folds}-fold CV by query over {len(grid)} calibrator settings ..."
+    )
+    reports = [cross_validate(queries, m, folds, seed, target_precision, grid) for m in METHODS]
+    typer.echo(markdown_table(reports))
+    context = {
+        "collection": coll.name,
+        "model": coll.config.model,
+        "dataset": str(dataset),
+        "queries": len(queries),
+        "folds": folds,
+        "seed": seed,
+        "target_precision": target_precision,
+    }
+    paths = write_report(reports, [q.labels for q in queries], report_dir, "report", context)
+    typer.echo("report: " + ", ".join(str(p) for p in paths.values()))
+    cv = {r.name: r.metrics.as_dict() for r in reports}
+    return fit_calibration(
+        queries,
+        coll.config.model,
+        coll.config.dim,
+        grid,
+        target_precision,
+        None,
+        folds,
+        seed,
+        fitted_on={"collection": coll.name, "dataset": str(dataset), "min_grade": min_grade, "cv": cv},
+    )

@@ -1,0 +1,65 @@
+"""Per-query features a calibrator may condition on, computed without labels.
+
+Cosine scores of contrastive encoders drift from query to query, so the map score -> relevance
+must depend on the query. What transfers across queries (and across collections of one model)
+is the *shape* of the query's candidate score list: how high the top is, how fast it falls, how
+crowded it is. The query embedding itself enters only through a low-dimensional projection so
+that a few dozen labelled queries can fit it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Names of the score-distribution features, in the order `candidate_features` returns them.
+CANDIDATE_FEATURES: tuple[str, ...] = (
+    "top1",
+    "gap_top1_top10",
+    "gap_top1_last",
+    "mean",
+    "std",
+    "skew_top",
+)
+
+
+def candidate_features(candidate_scores: np.ndarray, n_candidates: int) -> np.ndarray:
+    """Score-distribution features of one query's top candidates (any order, any length >= 1).
+
+    Lists shorter than `n_candidates` (a small collection) are used as they are: the rank-k
+    score falls back to the last available one, so features stay defined.
+    """
+    s = np.sort(np.asarray(candidate_scores, dtype=np.float64).ravel())[::-1][:n_candidates]
+    if s.size == 0:
+        raise ValueError("a query needs at least one candidate score")
+    top10 = s[min(9, s.size - 1)]
+    mean, std = s.mean(), s.std()
+    # How far the head sticks out of the list: (top1 - mean) in units of the list's spread.
+    skew_top = (s[0] - mean) / (std + 1e-3)
+    return np.array([s[0], s[0] - top10, s[0] - s[-1], mean, std, skew_top])
+
+
+class QueryProjection:
+    """A fixed linear map of the query embedding to a few dimensions (PCA of unlabelled queries)."""
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.components = np.asarray(components, dtype=np.float64)  # (rank, dim)
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray, rank: int) -> QueryProjection:
+        """PCA on embeddings; needs no labels, so every available query (or passage) can feed it."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        return cls(mean, vt[: min(rank, vt.shape[0])])
+
+    @property
+    def rank(self) -> int:
+        return int(self.components.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.components.shape[1])
+
+    def __call__(self, query_embedding: np.ndarray) -> np.ndarray:
+        return (np.asarray(query_embedding, dtype=np.float64) - self.mean) @ self.components.T

@@ -1,0 +1,170 @@
+"""The query-dependent calibrator (the "Cosine Adapter"): P(rel | q, x) = sigmoid(a(q) g(x) + b(q)).
+
+a(q) = exp(alpha . f(q)) > 0 and b(q) = beta . f(q), where f(q) are standardised, label-free query
+features (score-distribution shape and/or a low-rank projection of the query embedding) with an
+intercept. Fitted by L2-penalised maximum likelihood on labelled (query, candidate) pairs; the
+penalty leaves the intercepts free, so heavy regularisation shrinks toward global Platt scaling
+(which is exactly this model with no features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
+
+from indexing.calibration.families import exponent_of, transform, transform_dk
+from indexing.calibration.features import CANDIDATE_FEATURES, QueryProjection, candidate_features
+
+FEATURE_SETS: tuple[str, ...] = ("none", "scores", "embedding", "scores+embedding")
+
+
+@dataclass
+class LabelledQuery:
+    """One query's retrieved candidates (the scores the filter sees) and their 0/1 labels."""
+
+    query_id: str
+    embedding: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class CalibratorConfig:
+    """Hyper-parameters chosen by cross-validation."""
+
+    family: str = "power"
+    feature_set: str = "scores"
+    l2: float = 1.0
+    projection_rank: int = 4
+    n_candidates: int = 100
+
+
+class QueryDependentCalibrator:
+    """Fitted parameters plus everything needed to compute f(q) at serving time."""
+
+    def __init__(
+        self,
+        config: CalibratorConfig,
+        alpha: np.ndarray,
+        beta: np.ndarray,
+        exponent: float,
+        feature_mean: np.ndarray,
+        feature_scale: np.ndarray,
+        projection: QueryProjection | None,
+    ) -> None:
+        self.config = config
+        self.alpha = np.asarray(alpha, dtype=np.float64)
+        self.beta = np.asarray(beta, dtype=np.float64)
+        self.exponent = float(exponent)
+        self.feature_mean = np.asarray(feature_mean, dtype=np.float64)
+        self.feature_scale = np.asarray(feature_scale, dtype=np.float64)
+        self.projection = projection
+
+    # ----- features -------------------------------------------------------------------------
+    @staticmethod
+    def feature_names(config: CalibratorConfig, projection_rank: int) -> list[str]:
+        names: list[str] = []
+        if config.feature_set in ("scores", "scores+embedding"):
+            names += list(CANDIDATE_FEATURES)
+        if config.feature_set in ("embedding", "scores+embedding"):
+            names += [f"query_pc{i}" for i in range(projection_rank)]
+        return names
+
+    @staticmethod
+    def raw_features(
+        config: CalibratorConfig,
+        projection: QueryProjection | None,
+        query_embedding: np.ndarray | None,
+        candidate_scores: np.ndarray,
+    ) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        if config.feature_set in ("scores", "scores+embedding"):
+            parts.append(candidate_features(candidate_scores, config.n_candidates))
+        if config.feature_set in ("embedding", "scores+embedding"):
+            if projection is None or query_embedding is None:
+                raise ValueError("this calibrator needs the query embedding")
+            parts.append(projection(query_embedding))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def _design_row(self, query_embedding: np.ndarray | None, candidate_scores: np.ndarray) -> np.ndarray:
+        raw = self.raw_features(self.config, self.projection, query_embedding, candidate_scores)
+        return np.r_[1.0, (raw - self.feature_mean) / self.feature_scale]
+
+    # ----- inference ------------------------------------------------------------------------
+    def logit(self, scores: np.ndarray, query_embedding: np.ndarray | None, candidate_scores: np.ndarray) -> np.ndarray:
+        f = self._design_row(query_embedding, candidate_scores)
+        slope = np.exp(np.clip(f @ self.alpha, -30.0, 30.0))
+        return slope * transform(np.asarray(scores, dtype=np.float64), self.exponent) + f @ self.beta
+
+    def apply(self, scores: np.ndarray, query_embedding: np.ndarray | None, candidate_scores: np.ndarray) -> np.ndarray:
+        """Calibrated relevance in [0, 1] of `scores` for one query whose top list is `candidate_scores`."""
+        return expit(self.logit(scores, query_embedding, candidate_scores))
+
+    def predict(self, query: LabelledQuery) -> np.ndarray:
+        return self.apply(query.scores, query.embedding, query.scores)
+
+    # ----- fitting --------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        queries: Sequence[LabelledQuery],
+        config: CalibratorConfig,
+        unlabelled_embeddings: np.ndarray | None = None,
+    ) -> QueryDependentCalibrator:
+        """Penalised maximum likelihood; `unlabelled_embeddings` (any queries) feed the projection."""
+        projection = None
+        if config.feature_set in ("embedding", "scores+embedding"):
+            pool = np.vstack([q.embedding for q in queries])
+            if unlabelled_embeddings is not None and len(unlabelled_embeddings):
+                pool = np.vstack([pool, unlabelled_embeddings])
+            projection = QueryProjection.fit(pool, config.projection_rank)
+        raw = np.array(
+            [cls.raw_features(config, projection, q.embedding, q.scores) for q in queries], dtype=np.float64
+        ).reshape(len(queries), -1)
+        mean = raw.mean(axis=0)
+        scale = raw.std(axis=0) + 1e-9
+        design_q = np.c_[np.ones(len(queries)), (raw - mean) / scale]  # (n_queries, m+1)
+        counts = np.array([len(q.scores) for q in queries])
+        design = np.repeat(design_q, counts, axis=0)  # one row per pair
+        x = np.concatenate([np.asarray(q.scores, dtype=np.float64) for q in queries])
+        y = np.concatenate([np.asarray(q.labels, dtype=np.float64) for q in queries])
+        m1 = design.shape[1]
+        learn_k = config.family == "power"
+        k0 = exponent_of(config.family, 1.0)
+        penalty = np.r_[0.0, np.full(m1 - 1, config.l2)]
+        n = len(y)
+
+        def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+            k = float(np.exp(np.clip(theta[-1], np.log(0.05), np.log(8.0)))) if learn_k else k0
+            return theta[:m1], theta[m1 : 2 * m1], k
+
+        def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            alpha, beta, k = unpack(theta)
+            slope = np.exp(np.clip(design @ alpha, -30.0, 30.0))
+            gx = transform(x, k)
+            z = slope * gx + design @ beta
+            # log(1 + e^z) - y z, stable
+            nll = np.logaddexp(0.0, z) - y * z
+            r = (expit(z) - y) / n
+            loss = nll.mean() + float(penalty @ (alpha**2 + beta**2))
+            g_alpha = design.T @ (r * slope * gx) + 2 * penalty * alpha
+            g_beta = design.T @ r + 2 * penalty * beta
+            grads = [g_alpha, g_beta]
+            if learn_k:
+                grads.append(np.array([float(r @ (slope * transform_dk(x, k))) * k]))
+            return float(loss), np.concatenate(grads)
+
+        # Start from global Platt scaling on g(x): slope ~ 1/spread of the scores.
+        gx0 = transform(x, k0)
+        a0 = 1.0 / max(gx0.std(), 1e-3)
+        b0 = -a0 * float(np.quantile(gx0, 1.0 - max(min(y.mean(), 0.99), 0.01)))
+        theta0 = np.r_[np.log(a0), np.zeros(m1 - 1), b0, np.zeros(m1 - 1)]
+        if learn_k:
+            theta0 = np.r_[theta0, 0.0]
+        res = minimize(loss_and_grad, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+        alpha, beta, k = unpack(res.x)
+        return cls(config, alpha, beta, k, mean, scale, projection)

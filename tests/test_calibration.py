@@ -1,0 +1,188 @@
+"""The calibration core: monotone per query, recovers a known calibrated map, strict serialisation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import expit
+
+from indexing.calibration.evaluation import cross_validate, default_grid
+from indexing.calibration.families import FAMILIES, transform
+from indexing.calibration.metrics import choose_threshold, expected_calibration_error, filter_metrics
+from indexing.calibration.model import CalibratorConfig, LabelledQuery, QueryDependentCalibrator
+from indexing.calibration.relevance import CalibrationError, ModelMismatch, RelevanceCalibration, fit_calibration
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DIM = 16
+
+
+def synthetic_queries(n_queries: int, n_candidates: int, seed: int) -> tuple[list[LabelledQuery], list[np.ndarray]]:
+    """Queries whose true P(rel) = sigmoid(8 (x - centre(q))), centre set by the list's own top score.
+
+    The query-dependent part is visible without labels (a query whose list sits high needs a higher
+    score to be relevant), which is the structure the calibrator is meant to learn.
+    """
+    rng = np.random.default_rng(seed)
+    queries, truths = [], []
+    for i in range(n_queries):
+        level = rng.uniform(0.2, 0.6)
+        scores = np.sort(np.clip(level + 0.12 * rng.standard_normal(n_candidates), -1, 1))[::-1]
+        centre = scores[0] - 0.15
+        truth = expit(12.0 * (scores - centre))
+        labels = (rng.uniform(size=n_candidates) < truth).astype(float)
+        emb = rng.standard_normal(DIM).astype(np.float32)
+        queries.append(LabelledQuery(f"q{i}", emb / np.linalg.norm(emb), scores, labels))
+        truths.append(truth)
+    return queries, truths
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[list[LabelledQuery], list[LabelledQuery], list[np.ndarray]]:
+    train, _ = synthetic_queries(80, 60, seed=1)
+    test, truths = synthetic_queries(80, 60, seed=2)
+    return train, test, truths
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic: tuple) -> RelevanceCalibration:
+    train, _, _ = synthetic
+    grid = [CalibratorConfig("linear", "none", 0.0, n_candidates=60)] + [
+        CalibratorConfig("power", "scores", l2, n_candidates=60) for l2 in (0.003, 0.03)
+    ]
+    return fit_calibration(train, MODEL, DIM, grid=grid, n_folds=4)
+
+
+def test_fit_on_known_ground_truth_is_calibrated(synthetic: tuple, fitted: RelevanceCalibration) -> None:
+    _, test, truths = synthetic
+    pred = np.concatenate([fitted.apply(q.scores, q.embedding, q.scores) for q in test])
+    labels = np.concatenate([q.labels for q in test])
+    assert expected_calibration_error(pred, labels) < 0.05
+    # Close to the true probability pair by pair, not only on average per bin.
+    assert np.mean(np.abs(pred - np.concatenate(truths))) < 0.05
+    # CV picked the query-dependent model: global Platt cannot express the shifting centre.
+    assert fitted.calibrator.config.feature_set == "scores"
+
+
+def test_query_dependence_beats_global_platt_on_held_out_queries(synthetic: tuple) -> None:
+    train, _, _ = synthetic
+    grid = [CalibratorConfig("power", "scores", 0.01, n_candidates=60)]
+    adapter = cross_validate(train, "adapter", n_folds=4, grid=grid)
+    platt = cross_validate(train, "platt", n_folds=4)
+    assert adapter.metrics.roc_auc > platt.metrics.roc_auc + 0.02
+    assert adapter.metrics.ece < 0.05
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    family=st.sampled_from(FAMILIES),
+    exponent=st.floats(0.05, 8.0),
+    alpha=st.lists(st.floats(-3, 3), min_size=7, max_size=7),
+    beta=st.lists(st.floats(-20, 20), min_size=7, max_size=7),
+    scores=st.lists(st.floats(-1.0, 1.0), min_size=2, max_size=40),
+)
+def test_relevance_is_monotone_in_the_score_for_a_fixed_query(
+    family: str, exponent: float, alpha: list[float], beta: list[float], scores: list[float]
+) -> None:
+    config = CalibratorConfig(family, "scores", 0.1, n_candidates=40)
+    k = exponent if family == "power" else {"linear": 1.0, "sqrt": 0.5, "quadratic": 2.0}[family]
+    calibrator = QueryDependentCalibrator(config, np.array(alpha), np.array(beta), k, np.zeros(6), np.ones(6), None)
+    x = np.sort(np.array(scores))
+    relevance = calibrator.apply(x, None, x)
+    assert np.all((relevance >= 0) & (relevance <= 1))
+    assert np.all(np.diff(relevance) >= 0)
+    # Filtering keeps a prefix of the ranking: no threshold reorders or skips.
+    kept = relevance[::-1] >= np.median(relevance)
+    assert not np.any(kept[1:] & ~kept[:-1])
+
+
+def test_transform_is_strictly_increasing() -> None:
+    x = np.linspace(-1, 1, 401)
+    for k in (0.05, 0.5, 1.0, 2.0, 7.5):
+        assert np.all(np.diff(transform(x, k)) > 0)
+
+
+def test_round_trip_preserves_predictions(synthetic: tuple, fitted: RelevanceCalibration) -> None:
+    _, test, _ = synthetic
+    restored = RelevanceCalibration.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    for q in test[:5]:
+        np.testing.assert_allclose(
+            restored.apply(q.scores, q.embedding, q.scores), fitted.apply(q.scores, q.embedding, q.scores)
+        )
+    assert restored.threshold == fitted.threshold
+    assert restored.to_dict() == fitted.to_dict()
+
+
+def test_round_trip_with_embedding_projection(synthetic: tuple) -> None:
+    train, test, _ = synthetic
+    config = CalibratorConfig("sqrt", "scores+embedding", 0.1, projection_rank=3, n_candidates=60)
+    calibration = fit_calibration(train[:30], MODEL, DIM, grid=[config], n_folds=3)
+    data = calibration.to_dict()
+    assert len(data["projection"]["components"]) == 3 and data["feature_names"][-1] == "query_pc2"
+    restored = RelevanceCalibration.from_dict(data)
+    q = test[0]
+    np.testing.assert_allclose(
+        restored.apply(q.scores, q.embedding, q.scores), calibration.apply(q.scores, q.embedding, q.scores)
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"schema_version": 2},
+        {"family": "cubic"},
+        {"exponent": -1.0},
+        {"exponent": 2.0},  # fixed family with the wrong exponent
+        {"threshold": 1.5},
+        {"alpha": [1.0]},
+        {"beta": [float("nan")] * 7},
+        {"feature_scale": [0.0] * 6},
+        {"feature_names": ["top1"]},
+        {"feature_set": "scores+embedding"},  # needs a projection
+        {"embedding_model": ""},
+        {"n_candidates": 0},
+        {"unexpected": 1},
+    ],
+)
+def test_invalid_payloads_are_rejected(fitted: RelevanceCalibration, change: dict) -> None:
+    data = {**fitted.to_dict(), **change}
+    if fitted.calibrator.config.family == "power" and "exponent" in change and change["exponent"] == 2.0:
+        data["family"] = "linear"
+    with pytest.raises(CalibrationError):
+        RelevanceCalibration.from_dict(data)
+
+
+def test_other_embedding_model_is_refused(fitted: RelevanceCalibration) -> None:
+    fitted.check_model(MODEL, DIM)
+    with pytest.raises(ModelMismatch, match="not comparable"):
+        fitted.check_model("BAAI/bge-small-en-v1.5", DIM)
+    with pytest.raises(ModelMismatch):
+        fitted.check_model(MODEL, DIM + 1)
+
+
+def test_threshold_for_target_precision_and_max_f1() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    labels = np.array([1, 1, 0, 1, 0, 0])
+    assert choose_threshold(scores, labels) == 0.6  # F1 0.857 keeping the top four
+    assert choose_threshold(scores, labels, target_precision=1.0) == 0.8
+    m = filter_metrics([scores[:3], scores[3:]], [labels[:3], labels[3:]], 0.6)
+    assert (m.precision, m.recall, m.mean_list_length, m.null_fraction) == (0.75, 1.0, 2.0, 0.0)
+    m = filter_metrics([scores[:3], scores[3:]], [labels[:3], labels[3:]], [0.6, 0.95])
+    assert m.null_fraction == 0.5
+
+
+def test_baselines_share_the_code_path(synthetic: tuple) -> None:
+    train, _, _ = synthetic
+    grid = default_grid(("linear",), n_candidates=60)[:2]
+    reports = {
+        m: cross_validate(train[:40], m, n_folds=4, grid=grid) for m in ("top_k", "cosine_cutoff", "platt", "adapter")
+    }
+    assert reports["cosine_cutoff"].metrics.ece is None  # raw cosine is not a probability
+    assert all(0 <= r.metrics.roc_auc <= 1 for r in reports.values())
+    # A fixed top-k keeps the same number for every query.
+    top_k = reports["top_k"]
+    kept = {int((p >= t).sum()) for p, t in zip(top_k.predictions, top_k.thresholds, strict=True)}
+    assert len(kept) <= 4  # one k per outer fold
