@@ -24,24 +24,25 @@ PODMAN=(podman --runtime runc)
 
 # A local base image when no registry is reachable: a minimal Debian made with debootstrap.
 if [[ "$BASE" == localhost/debian-min:bookworm ]] && ! "${PODMAN[@]}" image exists "$BASE"; then
-  mirror=$(grep -hoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
-           | grep -v security | head -n1)
+  mirror=$( { grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}';
+              grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}'; } \
+            | grep -v security | head -n1 || true)
   rm -rf "$WORK/rootfs"
   debootstrap --variant=minbase bookworm "$WORK/rootfs" "${mirror:-http://deb.debian.org/debian}" >/dev/null
   tar -C "$WORK/rootfs" -c . | "${PODMAN[@]}" import - "$BASE" >/dev/null
 fi
 
 # Let pip inside the build see what pip on this host sees (CA certs, config, local wheel folder).
-mounts=()
-for p in /etc/ssl/certs /etc/pip.conf /root/.config/pip/pip.conf /opt/wheels /opt/pypi /opt/pypi-more; do
+mounts=(-v /etc/ssl/certs/ca-certificates.crt:/opt/host-ca/ca-certificates.crt:ro)
+for p in /etc/pip.conf /root/.config/pip/pip.conf /opt/wheels /opt/pypi /opt/pypi-more; do
   [[ -e "$p" ]] && mounts+=(-v "$p:$p:ro")
 done
-envs=()
-for v in PIP_FIND_LINKS PIP_CERT PIP_DEFAULT_TIMEOUT PIP_INDEX_URL PIP_EXTRA_INDEX_URL; do
+envs=(--build-arg PIP_CERT=/opt/host-ca/ca-certificates.crt)
+for v in PIP_FIND_LINKS PIP_DEFAULT_TIMEOUT PIP_INDEX_URL PIP_EXTRA_INDEX_URL; do
   [[ -n "${!v:-}" ]] && envs+=(--build-arg "$v=${!v}")
 done
-"${PODMAN[@]}" build --network host "${mounts[@]}" -f docker/Dockerfile --build-arg "BASE_IMAGE=$BASE" \
-  -t "$IMAGE" . | tail -n 3
+"${PODMAN[@]}" build --network host "${mounts[@]}" "${envs[@]}" -f docker/Dockerfile --build-arg "BASE_IMAGE=$BASE" \
+  -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log"; exit 1; }
 built=$(date +%s)
 
 name=rrs-docker-test-$$
