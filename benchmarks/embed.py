@@ -87,7 +87,7 @@ def run(dataset: Path = DEFAULT_DATASET, n_texts: int = 2000, concurrencies: tup
 
     threads = threads or os.cpu_count() or 2
     texts = load_passages(dataset, n_texts)
-    baseline_s = in_process_baseline(model, texts, threads)
+    baseline_before = in_process_baseline(model, texts, threads)
     rows: list[Row] = []
     data_dir = Path("var/bench-embed")
     server = ServerProcess(data_dir, env={"RRS_QUERY_CACHE_SIZE": "0", "RRS_EMBED_MODEL": model,
@@ -101,13 +101,18 @@ def run(dataset: Path = DEFAULT_DATASET, n_texts: int = 2000, concurrencies: tup
                 rows.append(Row("http", per_request, conc, len(subset), secs))
     finally:
         server.stop()
+    # Measured before and after the HTTP runs: the mean is the baseline, the spread shows the noise.
+    baseline_after = in_process_baseline(model, texts, threads)
+    baseline_s = (baseline_before + baseline_after) / 2
     base_rate = len(texts) / baseline_s
     return {
         "model": model,
         "texts": len(texts),
         "threads": threads,
         "baseline": {"name": "SentenceTransformer.encode(batch_size=32), in-process",
-                     "seconds": baseline_s, "docs_per_s": base_rate},
+                     "seconds": baseline_s, "docs_per_s": base_rate,
+                     "docs_per_s_before": len(texts) / baseline_before,
+                     "docs_per_s_after": len(texts) / baseline_after},
         "rows": [{**asdict(r), "docs_per_s": r.docs_per_s, "ratio": r.docs_per_s / base_rate} for r in rows],
     }
 
@@ -115,7 +120,8 @@ def run(dataset: Path = DEFAULT_DATASET, n_texts: int = 2000, concurrencies: tup
 def to_markdown(result: dict) -> str:
     b = result["baseline"]
     lines = [
-        f"Baseline: {b['name']}: {b['docs_per_s']:.1f} docs/s ({result['texts']} passages, "
+        f"Baseline: {b['name']}: {b['docs_per_s']:.1f} docs/s (before the HTTP runs "
+        f"{b['docs_per_s_before']:.1f}, after {b['docs_per_s_after']:.1f}; {result['texts']} passages, "
         f"{result['threads']} torch threads).",
         "",
         "| texts/request | concurrency | docs | docs/s | ratio vs in-process |",
