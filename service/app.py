@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,7 +19,7 @@ from service.embedding import EmbeddingService
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, TimingMiddleware
-from service.routes import collections, embeddings, health
+from service.routes import calibration, collections, embeddings, health
 from service.settings import Settings
 
 log = logging.getLogger("rrs")
@@ -51,8 +52,18 @@ def _lifespan(settings: Settings):
     return lifespan
 
 
+def _apply_network_policy(settings: Settings) -> None:
+    """No telemetry ever; no hub traffic unless the operator turned offline mode off."""
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["DO_NOT_TRACK"] = "1"
+    if settings.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    _apply_network_policy(settings)
     app = FastAPI(
         title="rrs",
         version="0.1.0",
@@ -70,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(embeddings.router)
     app.include_router(collections.router)
+    app.include_router(calibration.router)
 
     # Middleware: the last added runs first (outermost).
     app.add_middleware(AdmissionMiddleware, max_inflight=settings.max_inflight_requests, metrics=app.state.metrics,

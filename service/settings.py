@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     cors_origins: EnvList = Field(default_factory=list)
 
     # observability
+    offline: bool = Field(
+        True,
+        description="No network at run time: the hub is not contacted (set false to download models by name).",
+    )
     log_level: str = "info"
 
     # overload protection (service/admission.py)
