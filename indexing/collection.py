@@ -80,10 +80,14 @@ class SearchResult:
     hits: list[Hit]
     candidates: int
     filtered_count: int | None = None  # documents matching the metadata filter, when one was given
+    min_relevance: float | None = None  # the relevance cut applied (request value or fitted default)
+    relevance_filtered: int = 0  # candidates removed by that cut
 
 
 class Calibrator(Protocol):
     """The seam for the relevance-calibration stage: fills `relevance` on each hit."""
+
+    threshold: float  # the fitted global threshold: the default `min_relevance`
 
     def calibrate(self, query_vector: np.ndarray, hits: list[Hit]) -> list[Hit]: ...
 
@@ -277,15 +281,19 @@ class Collection:
                 if v >= 0 and (d := docs.get(int(v)))
             ]
             candidates = len(hits)
+            cut = min_relevance
             if self.calibrator is not None:
                 hits = self.calibrator.calibrate(queries[row], hits)
-            if min_relevance is not None:
+                cut = self.calibrator.threshold if cut is None else cut
+            if cut is not None:
                 if self.calibrator is None:
                     raise InvalidDocument(
                         f"min_relevance: collection {self.name!r} has no relevance calibration fitted"
                     )
-                hits = [h for h in hits if h.relevance is not None and h.relevance >= min_relevance]
-            results.append(SearchResult(hits, candidates, None if allowed is None else len(allowed)))
+                hits = [h for h in hits if h.relevance is not None and h.relevance >= cut]
+            results.append(
+                SearchResult(hits, candidates, None if allowed is None else len(allowed), cut, candidates - len(hits))
+            )
         return results
 
     def _exact_over(self, queries: np.ndarray, vids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

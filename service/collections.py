@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import numpy as np
 
+from indexing.calibration.serving import attach_stored_calibration
 from indexing.collection import Collection, CollectionCatalog, CollectionConfig, Hit, SearchResult
 from indexing.errors import (
     CollectionExists,
@@ -68,6 +69,7 @@ class CollectionService:
         self.settings = settings
         self.embedding = embedding
         self.catalog = CollectionCatalog(settings.data_dir, settings.snapshot_every, settings.index_device)
+        self.catalog.on_open.append(attach_stored_calibration)  # relevance calibration from the manifest
         self.rerank_stage: RerankStage | None = None
         self.opened = False
 

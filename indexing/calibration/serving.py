@@ -80,3 +80,9 @@ def attach_stored_calibration(collection: Collection) -> None:
     except CalibrationError as exc:
         raise ValueError(f"{collection.folder / 'manifest.json'}: {exc}") from exc
     collection.calibrator = CollectionCalibrator(calibration, collection)
+
+
+def remove_calibration(collection: Collection) -> None:
+    """Drop the stored calibration (the manifest keeps the key, set to null)."""
+    update_manifest(collection.folder, **{MANIFEST_KEY: None})
+    collection.calibrator = None

@@ -113,4 +113,6 @@ async def search_collection(
         hits=hits,
         candidates=result.candidates,
         filtered_count=result.filtered_count,
+        min_relevance=result.min_relevance,
+        relevance_filtered=result.relevance_filtered,
     )

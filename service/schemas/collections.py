@@ -88,7 +88,11 @@ class SearchRequest(BaseModel):
         None, description="Metadata equality filter: every `field: value` must match ('a.b' is nested)."
     )
     min_relevance: float | None = Field(
-        None, ge=0.0, le=1.0, description="Drop hits whose calibrated relevance is below this."
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Drop hits whose calibrated relevance is below this (default: the collection's fitted "
+        "threshold; 0 keeps every hit). A 400 when the collection has no calibration.",
     )
     rerank: SearchRerank | None = None
 
@@ -108,6 +112,8 @@ class SearchResponse(BaseModel):
     model: str
     hits: list[SearchHit]
     candidates: int = Field(..., description="Hits retrieved before the relevance cut.")
+    min_relevance: float | None = Field(None, description="The relevance cut applied, when calibrated.")
+    relevance_filtered: int = Field(0, description="Candidates removed by the relevance cut.")
     filtered_count: int | None = Field(None, description="Documents that matched `filter`.")
 
 
