@@ -19,7 +19,8 @@ from service.embedding import EmbeddingService
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, TimingMiddleware
-from service.routes import calibration, collections, embeddings, health
+from service.reranking import RerankService
+from service.routes import calibration, collections, embeddings, health, rerank
 from service.settings import Settings
 
 log = logging.getLogger("rrs")
@@ -38,6 +39,9 @@ def _lifespan(settings: Settings):
         try:
             await embedding.warmup()
             log.info("embedder %s ready (dim %d)", embedding.model_name, embedding.dim)
+            app.state.rerank = RerankService(settings, app.state.metrics, embedding)
+            if settings.load_reranker_at_startup:
+                await app.state.rerank.preload()
             collection_service = CollectionService(settings, embedding)
             app.state.collections = collection_service
             app.state.readiness["collections"] = lambda: collection_service.ready
@@ -82,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(embeddings.router)
     app.include_router(collections.router)
     app.include_router(calibration.router)
+    app.include_router(rerank.router)
 
     # Middleware: the last added runs first (outermost).
     app.add_middleware(AdmissionMiddleware, max_inflight=settings.max_inflight_requests, metrics=app.state.metrics,

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     max_rerank_documents: int = Field(1000, ge=1)
     max_rerank_tokens_per_doc: int = Field(4096, ge=1)
     rerank_timeout_s: float = Field(30.0, gt=0)
+    extra_rerank_models: EnvList = Field(
+        default_factory=list, description="More causal LMs the LLM rerank methods may be asked for by name."
+    )
+    rerank_device: str = "auto"
+    rerank_dtype: str = "auto"
+    rerank_engine: str = Field(
+        "auto", description="LLM scoring engine: cache (prefix KV reuse), packed (GPU varlen), padded, auto."
+    )
 
     # security
     api_keys: EnvList = Field(default_factory=list)
@@ -83,7 +91,7 @@ class Settings(BaseSettings):
         30, ge=1, description="On SIGTERM, how long in-flight requests may take to finish before exit."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "extra_rerank_models", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
