@@ -56,3 +56,9 @@ def ensure_collection(data_dir: Path, name: str, n_docs: int, model: str, dim: i
     finally:
         coll.close(snapshot=True)
     return {"documents": count, "build_s": time.perf_counter() - started, "reused": 0.0, "index": kind}
+
+
+def query_vectors(path: Path, n: int = 2000, dim: int = 384) -> Path:
+    """Query vectors from the first chunk's cluster mixture (near stored documents, as real queries are)."""
+    np.save(path, synthetic_vectors(n, dim, seed=0)[::-1].copy())
+    return path

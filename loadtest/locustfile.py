@@ -1,4 +1,5 @@
-"""Locust scenarios for rrs: embed, search (100k documents), rerank, and a mixed read/write workload.
+"""Locust scenarios for rrs: embed, search (100k documents, by text or by vector), rerank, and a mixed
+read/write workload.
 
 Run one scenario by naming its user class (`locust -f loadtest/locustfile.py EmbedUser ...`);
 `loadtest/run.sh` does that for each step of users. Users are closed-loop (no think time) so the
@@ -17,6 +18,7 @@ import random
 from typing import IO, Any
 
 import gevent
+import numpy as np
 from locust import FastHttpUser, constant, events, task
 
 from loadtest.text import random_text  # the runner puts the repository on PYTHONPATH
@@ -87,6 +89,20 @@ class SearchUser(RrsUser):
     def search(self) -> None:
         body = {"query": random_text(self.rng, self.rng.randint(8, 12)), "top_k": 10}
         self.post_json(f"/v1/collections/{SEARCH_COLLECTION}/search", body, "search")
+
+
+class SearchVectorUser(RrsUser):
+    """Vector queries against the 100k collection: the ANN + store path alone (clients that embed themselves)."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.queries = np.load(os.environ["RRS_LOADTEST_QUERY_VECTORS"])
+
+    @task
+    def search(self) -> None:
+        vector = self.queries[self.rng.randrange(len(self.queries))].tolist()
+        self.post_json(f"/v1/collections/{SEARCH_COLLECTION}/search", {"vector": vector, "top_k": 10},
+                       "search by vector")
 
 
 class RerankUser(RrsUser):

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import subprocess
 import sys
@@ -25,11 +26,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from loadtest.corpus import ensure_collection
+from loadtest.corpus import ensure_collection, query_vectors
+from loadtest.text import random_text
 from service.process import REPO, ServerProcess
 from service.settings import Settings
 
-SCENARIOS = {"embed": "EmbedUser", "search": "SearchUser", "mixed": "MixedUser", "rerank": "RerankUser"}
+SCENARIOS = {"embed": "EmbedUser", "search": "SearchUser", "search_vector": "SearchVectorUser", "mixed": "MixedUser",
+             "rerank": "RerankUser"}
 SHED = (429, 503)
 WARMUP_S = 2.0  # requests started in a step's first seconds (users still spawning) are not counted
 
@@ -110,7 +113,7 @@ def run_step(scenario: str, users: int, seconds: int, server: ServerProcess, out
     record = prefix.with_suffix(".requests.csv")
     record.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "RRS_LOADTEST_RECORD": str(record),
-           "RRS_LOADTEST_API_KEY": api_key}
+           "RRS_LOADTEST_API_KEY": api_key, "RRS_LOADTEST_QUERY_VECTORS": str(out / "query_vectors.npy")}
     cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
            "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", server.base_url,
            "--csv", str(prefix), "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "0",
@@ -136,21 +139,42 @@ def warm_up(server: ServerProcess, collection: str, api_key: str) -> None:
                         json={"query": f"warm up query {i}", "top_k": 10}).raise_for_status()
 
 
+def inprocess_embed_baseline(model: str, threads: int, seconds: float = 8.0) -> dict[str, float]:
+    """The baseline for the embed scenario: texts/s of the model called directly (no HTTP, no queue),
+    on the EmbedUser's texts, one text per call and 32 per call, with the server's thread count."""
+    import torch
+
+    from models.embedder import load_embedder
+
+    torch.set_num_threads(threads)
+    embedder = load_embedder(model, device="cpu")
+    rng = random.Random(1)
+    rates = {}
+    for batch in (1, 32):
+        embedder.encode([random_text(rng, 60) for _ in range(batch)], batch_size=batch)  # warm
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            embedder.encode([random_text(rng, 60) for _ in range(batch)], batch_size=batch)
+            done += batch
+        rates[f"batch{batch}_texts_per_s"] = round(done / (time.perf_counter() - started), 1)
+    return rates
+
+
 def _parse_users(text: str) -> list[int]:
     return [int(u) for u in text.split(",") if u.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenarios", default="embed,search,mixed,rerank")
-    ap.add_argument("--users", default="1,4,16,32,64", help="steps of concurrent users (embed, search)")
+    ap.add_argument("--scenarios", default="embed,search,search_vector,mixed,rerank")
+    ap.add_argument("--users", default="1,4,8,16,32,64", help="steps of concurrent users (embed, search)")
     ap.add_argument("--recovery-users", type=int, default=4, help="a last low-load step; 0 to skip")
     ap.add_argument("--mixed-users", default="4,16")
     ap.add_argument("--rerank-users", default="1,4")
-    ap.add_argument("--step-seconds", type=int, default=15)
+    ap.add_argument("--step-seconds", type=int, default=12)
     ap.add_argument("--docs", type=int, default=100_000, help="documents in the search collection")
     ap.add_argument("--collection", default="bench100k")
-    ap.add_argument("--max-inflight", type=int, default=16, help="RRS_MAX_INFLIGHT_REQUESTS for the server")
+    ap.add_argument("--max-inflight", type=int, default=8, help="RRS_MAX_INFLIGHT_REQUESTS for the server")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="RRS_TORCH_THREADS; 1 because torch's thread pool collapses on a CPU shared with other work")
     ap.add_argument("--data-dir", type=Path, default=REPO / "var" / "loadtest" / "data")
@@ -166,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     print(f"loadtest: preparing {args.collection} ({args.docs} documents) in {args.data_dir}", flush=True)
     corpus = ensure_collection(args.data_dir, args.collection, args.docs, settings.embed_model)
+    query_vectors(out / "query_vectors.npy")
     print(f"loadtest: collection ready {corpus}", flush=True)
+    baseline = inprocess_embed_baseline(settings.embed_model, args.torch_threads) if "embed" in args.scenarios else {}
+    print(f"loadtest: in-process embed baseline {baseline}", flush=True)
     api_key = "loadtest-key"
     server = ServerProcess(args.data_dir, env={
         "RRS_DEMO_COLLECTION": "false", "RRS_MAX_INFLIGHT_REQUESTS": str(args.max_inflight),
@@ -179,14 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = httpx.get(f"{server.base_url}/openapi.json", timeout=30).json()["paths"]
         warm_up(server, args.collection, api_key)
-        plan = {"embed": _parse_users(args.users), "search": _parse_users(args.users),
+        stepped = _parse_users(args.users)
+        plan = {"embed": stepped, "search": stepped, "search_vector": stepped,
                 "mixed": _parse_users(args.mixed_users), "rerank": _parse_users(args.rerank_users)}
         for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
             if scenario == "rerank" and "/v1/rerank" not in paths:
                 skipped[scenario] = "the server has no /v1/rerank route"
                 continue
             steps = plan[scenario]
-            if scenario in ("embed", "search") and args.recovery_users:
+            if scenario in ("embed", "search", "search_vector") and args.recovery_users:
                 steps = [*steps, args.recovery_users]
             for users in steps:
                 step = run_step(scenario, users, args.step_seconds, server, out, api_key)
@@ -204,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_inflight": args.max_inflight, "torch_threads": args.torch_threads,
         "step_seconds": args.step_seconds, "warmup_excluded_s": WARMUP_S,
         "server_startup_s": round(startup_s, 1), "server_peak_rss_mb": round(peak_rss_mb, 1),
-        "skipped": skipped, "command": " ".join(sys.argv),
+        "inprocess_embed_baseline": baseline, "skipped": skipped, "command": " ".join(sys.argv),
     }
     (out / "summary.json").write_text(json.dumps({"meta": meta, "steps": [asdict(r) for r in results]}, indent=2))
     report = write_report(out, meta, results, args.img_dir)
