@@ -5,6 +5,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
+import torch
 
 from indexing.ann import VectorIndex, resolve_kind
 from indexing.errors import DimensionMismatch
@@ -135,9 +136,13 @@ def test_metrics_ip_and_l2_order_as_defined():
     np.testing.assert_allclose(scores, -np.sort(d2, axis=1)[:, :5], rtol=1e-4)  # higher is better
 
 
-def test_torch_exact_backend_matches_faiss_flat():
+@pytest.mark.parametrize("device", [
+    "torch:cpu",
+    pytest.param("torch:cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+])
+def test_torch_exact_backend_matches_faiss_flat(device: str):
     faiss_flat = _built("flat")
-    torch_flat = _built("flat", device="torch:cpu")
+    torch_flat = _built("flat", device=device)
     assert torch_flat._mirror is not None
     s1, v1 = faiss_flat.search(Q, 10)
     s2, v2 = torch_flat.search(Q, 10)
