@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from indexing.calibration.dataset import labelled_queries, read_qrels
-from indexing.calibration.evaluation import METHODS, cross_validate
-from indexing.calibration.model import LabelledQuery
-from indexing.calibration.report import markdown_table, write_report
+from indexing.calibration.evaluation import METHODS, MethodReport, cross_validate, default_grid
+from indexing.calibration.features import candidate_features
+from indexing.calibration.metrics import choose_threshold, filter_metrics
+from indexing.calibration.model import CalibratorConfig, LabelledQuery
+from indexing.calibration.report import LABELS, markdown_table, write_report
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "msmarco-dl-5k"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -85,6 +87,61 @@ def dense_candidates(
     return queries, unlabelled.reshape(-1, data.query_emb.shape[1])
 
 
+def embedding_only_report(
+    queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
+) -> MethodReport:
+    """The paper's choice: theta(q) from the query embedding alone (low-rank projection, CV'd L2)."""
+    grid = [CalibratorConfig("power", "embedding", l2) for l2 in (0.003, 0.03, 0.3)]
+    report = cross_validate(queries, "adapter", folds, seed, target, grid, unlabelled)
+    report.name = "adapter_embedding_only"
+    return report
+
+
+def oracle_base_rate_report(queries: list[LabelledQuery], folds: int, seed: int) -> MethodReport:
+    """Diagnostic ceiling, NOT a method: logistic on (x, logit of the query's TRUE share relevant, product).
+
+    It reads each held-out query's labels, so it shows how much a perfect per-query prior would give.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    def design(q: LabelledQuery) -> np.ndarray:
+        share = (q.labels.sum() + 0.5) / (len(q.labels) + 1.0)
+        prior = np.full(len(q.scores), np.log(share / (1 - share)))
+        return np.c_[q.scores, prior, q.scores * prior]
+
+    preds: list[np.ndarray] = [np.empty(0)] * len(queries)
+    thresholds = [0.0] * len(queries)
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(np.arange(len(queries))):
+        x = np.vstack([design(queries[i]) for i in train])
+        y = np.concatenate([queries[i].labels for i in train])
+        model = LogisticRegression(max_iter=2000).fit(x, y)
+        fitted = [model.predict_proba(design(queries[i]))[:, 1] for i in train]
+        t = choose_threshold(fitted, [queries[i].labels for i in train])
+        for i in test:
+            preds[i], thresholds[i] = model.predict_proba(design(queries[i]))[:, 1], t
+    metrics = filter_metrics(preds, [q.labels for q in queries], thresholds)
+    return MethodReport("oracle_base_rate", True, preds, thresholds, metrics)
+
+
+def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int) -> float:
+    """Cross-validated R^2 of the logit share relevant predicted from the label-free list features."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    x = np.array([candidate_features(q.scores, len(q.scores)) for q in queries])
+    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
+    share = np.array([(q.labels.sum() + 0.5) / (len(q.labels) + 1.0) for q in queries])
+    target = np.log(share / (1 - share))
+    cv = KFold(folds, shuffle=True, random_state=seed)
+    pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), x, target, cv=cv)
+    return float(1 - np.mean((pred - target) ** 2) / target.var())
+
+
+LABELS.setdefault("adapter_embedding_only", "calibrator, query embedding only (paper's choice)")
+LABELS.setdefault("oracle_base_rate", "diagnostic: oracle per-query base rate (reads test labels)")
+
+
 def main() -> None:
     import argparse
     import platform
@@ -94,6 +151,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra-seeds", default="1,2", help="More CV splits for the spread (comma list; '' none).")
     parser.add_argument("--target-precision", type=float, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     parser.add_argument("--prefix", default="calibration_msmarco")
@@ -105,11 +163,30 @@ def main() -> None:
         cross_validate(queries, m, args.folds, args.seed, args.target_precision, unlabelled_embeddings=unlabelled)
         for m in METHODS
     ]
-    table = markdown_table(reports)
+    reports.append(embedding_only_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
+    diagnostic = oracle_base_rate_report(queries, args.folds, args.seed)
+    table = markdown_table([*reports, diagnostic])
     print(table)
     for r in reports:
         if r.chosen and any(r.chosen):
             print(f"{r.name}: chosen per outer fold: {r.chosen}")
+    r2 = base_rate_predictability(queries, args.folds, args.seed)
+    print(f"cross-validated R^2 of the per-query logit share relevant from the list features: {r2:.3f}")
+    spread: dict[str, list[tuple[float, float, float | None]]] = {}
+    for seed in [args.seed] + [int(v) for v in args.extra_seeds.split(",") if v.strip()]:
+        for m in ("cosine_cutoff", "platt", "adapter"):
+            if seed == args.seed:
+                r = next(r for r in reports if r.name == m)
+            else:
+                r = cross_validate(queries, m, args.folds, seed, args.target_precision, default_grid(), unlabelled)
+            spread.setdefault(m, []).append((r.metrics.precision_at_recall_80, r.metrics.roc_auc, r.metrics.ece))
+    for m, rows in spread.items():
+        arr = np.array([[a, b] for a, b, _ in rows])
+        print(
+            f"{m}: over {len(rows)} CV splits P@R0.8 {arr[:, 0].mean():.3f} ± {arr[:, 0].std():.3f}, "
+            f"AUC {arr[:, 1].mean():.3f} ± {arr[:, 1].std():.3f}, per split "
+            f"{[tuple(round(v or 0, 3) for v in x) for x in rows]}"
+        )
     context = {
         "dataset": str(args.dataset),
         "model": DEFAULT_MODEL,
@@ -120,6 +197,9 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.time() - started, 1),
+        "base_rate_r2": r2,
+        "spread_over_cv_splits": spread,
+        "diagnostic_oracle_base_rate": diagnostic.metrics.as_dict(),
     }
     paths = write_report(reports, [q.labels for q in queries], args.out, args.prefix, context)
     print("wrote", ", ".join(str(p) for p in paths.values()))

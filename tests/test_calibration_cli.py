@@ -1,0 +1,135 @@
+"""`rrs calibrate` end to end: fit on a labelled collection, export, apply to another, refuse other models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from indexing.batch import index_file
+from indexing.collection import Collection, CollectionConfig
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+TOPICS = {
+    "bees": [
+        "Bees pollinate flowers while they collect nectar.",
+        "Honey bees turn nectar into honey inside wax combs.",
+        "A bee colony has one queen, drones and worker bees.",
+        "Bumblebees can fly in colder weather than honey bees.",
+        "Beekeepers harvest honey from hives in late summer.",
+    ],
+    "bread": [
+        "Bread dough rises because yeast produces carbon dioxide.",
+        "Kneading develops gluten, which traps gas in the dough.",
+        "Sourdough uses wild yeast and lactic acid bacteria.",
+        "Bakers proof dough in a warm place before baking.",
+        "Whole wheat flour makes a denser loaf of bread.",
+    ],
+    "planets": [
+        "Jupiter is the largest planet of the solar system.",
+        "Saturn's rings are made of ice and rock.",
+        "Mars has the tallest volcano, Olympus Mons.",
+        "Venus is the hottest planet because of its thick atmosphere.",
+        "Neptune has the strongest winds in the solar system.",
+    ],
+    "running": [
+        "A marathon is 42.195 kilometres long.",
+        "Runners carb-load before a long race.",
+        "Interval training improves running speed.",
+        "Good running shoes reduce the risk of injury.",
+        "The first modern Olympic marathon was run in 1896.",
+    ],
+    "git": [
+        "Git stores history as a graph of commits.",
+        "A git branch is a movable pointer to a commit.",
+        "Rebasing rewrites commits on top of another base.",
+        "Git merge joins two histories with a merge commit.",
+        "The staging area holds changes for the next commit.",
+    ],
+}
+QUERIES = {
+    "bees": ["how do bees make honey", "what do worker bees do"],
+    "bread": ["why does bread dough rise", "how to bake sourdough"],
+    "planets": ["largest planet in the solar system", "facts about planets"],
+    "running": ["how long is a marathon", "training for a running race"],
+    "git": ["what is a git commit", "git branch and merge"],
+}
+
+
+@pytest.fixture(scope="module")
+def beir_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small BEIR folder: 25 passages, 10 queries; same-topic passages graded 2 or 3, one graded 1."""
+    root = tmp_path_factory.mktemp("beir-calibration")
+    (root / "qrels").mkdir()
+    corpus, qrels, queries = [], ["query-id\tcorpus-id\tscore"], []
+    for topic, passages in TOPICS.items():
+        for i, text in enumerate(passages):
+            corpus.append({"_id": f"{topic}-{i}", "title": "", "text": text})
+    for topic, texts in QUERIES.items():
+        for j, text in enumerate(texts):
+            qid = f"{topic}-q{j}"
+            queries.append({"_id": qid, "text": text})
+            for i in range(len(TOPICS[topic])):
+                qrels.append(f"{qid}\t{topic}-{i}\t{1 if (i + j) % 5 == 4 else 2 + (i % 2)}")
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in corpus) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (root / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
+    return root
+
+
+def test_fit_export_apply_and_refuse_other_model(tmp_path: Path, beir_dir: Path, embedder) -> None:
+    data = tmp_path / "data"
+    for name in ("labelled", "unlabelled"):
+        index_file(data, name, beir_dir / "corpus.jsonl", embedder, model_name=MODEL, progress=False)
+    Collection.create(data / "collections" / "other", CollectionConfig("other", "BAAI/bge-small-en-v1.5", 384)).close()
+    runner = CliRunner()
+    exported = tmp_path / "calibration.json"
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "-c",
+            "labelled",
+            "--dataset",
+            str(beir_dir),
+            "--data-dir",
+            str(data),
+            "--folds",
+            "3",
+            "--depth",
+            "12",
+            "--family",
+            "linear",
+            "--export",
+            str(exported),
+            "--report-dir",
+            str(tmp_path / "rep"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for method in ("fixed top-k", "global cosine cutoff", "global Platt scaling", "query-dependent calibrator"):
+        assert method in result.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert set(report["methods"]) == {"top_k", "cosine_cutoff", "platt", "adapter"}
+    assert (tmp_path / "rep" / "report_reliability.png").stat().st_size > 1000
+    assert (tmp_path / "rep" / "report_pr.png").stat().st_size > 1000
+
+    payload = json.loads(exported.read_text())
+    assert (payload["embedding_model"], payload["embedding_dim"], payload["family"]) == (MODEL, 384, "linear")
+    manifest = json.loads((data / "collections" / "labelled" / "manifest.json").read_text())
+    assert manifest["calibration"] == payload  # stored with the collection, versioned
+    assert payload["schema_version"] == 1 and payload["fitted_on"]["n_queries"] == 10
+
+    result = runner.invoke(app, ["calibrate", "-c", "unlabelled", "--apply", str(exported), "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((data / "collections" / "unlabelled" / "manifest.json").read_text())
+    assert manifest["calibration"]["alpha"] == payload["alpha"]
+
+    result = runner.invoke(app, ["calibrate", "-c", "other", "--apply", str(exported), "--data-dir", str(data)])
+    assert result.exit_code == 2
+    assert "fitted for embedding model" in result.output and "bge-small" in result.output
+    manifest = json.loads((data / "collections" / "other" / "manifest.json").read_text())
+    assert manifest.get("calibration") is None
