@@ -9,7 +9,9 @@ queries drawn fresh from the same mixture. The baseline for every speed ratio is
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -136,8 +138,6 @@ def endpoint_benchmark(
 
     Both sides load the same snapshot, so the index is identical; requests are sequential.
     """
-    import httpx
-
     from indexing.collection import Collection, CollectionConfig
     from indexing.store import Document
     from service.process import ServerProcess
@@ -157,9 +157,11 @@ def endpoint_benchmark(
         coll.rebuild()
         coll.close()
     queries = clustered_vectors(requests, dim, seed=4)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # as the server runs FAISS (RRS_FAISS_THREADS=1)
     direct = Collection.open(folder)
     built = direct.index.kind
-    raw_ms, coll_ms, http_ms = [], [], []
+    raw_ms, coll_ms, http_ms, floor_ms = [], [], [], []
     for qv in queries[:20]:  # warm caches
         direct.search(qv[None], 10)
     for qv in queries:
@@ -174,18 +176,32 @@ def endpoint_benchmark(
     server = ServerProcess(root, env={"RRS_DEMO_COLLECTION": "false", "RRS_LOG_LEVEL": "warning"})
     server.start()
     try:
-        with httpx.Client(base_url=server.base_url, timeout=30) as client:
-            bodies = [json.dumps({"vector": qv.tolist(), "top_k": 10}) for qv in queries]
-            headers = {"content-type": "application/json"}
-            for body in bodies[:20]:
-                client.post("/v1/collections/bench/search", content=body, headers=headers).raise_for_status()
-            for body in bodies:
-                t0 = time.perf_counter()
-                client.post("/v1/collections/bench/search", content=body, headers=headers).raise_for_status()
-                http_ms.append((time.perf_counter() - t0) * 1e3)
+        # stdlib keep-alive client with TCP_NODELAY: a client library's own overhead is not the endpoint's
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        headers = {"content-type": "application/json"}
+
+        def call(method: str, path: str, body: str | None = None) -> float:
+            t0 = time.perf_counter()
+            conn.request(method, path, body=body, headers=headers if body else {})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{method} {path}: HTTP {response.status}")
+            return (time.perf_counter() - t0) * 1e3
+
+        bodies = [json.dumps({"vector": qv.tolist(), "top_k": 10}) for qv in queries]
+        for body in bodies[:20]:
+            call("POST", "/v1/collections/bench/search", body)
+        for body in bodies:
+            floor_ms.append(call("GET", "/health"))
+            http_ms.append(call("POST", "/v1/collections/bench/search", body))
+        conn.close()
     finally:
         server.stop()
         direct.close(snapshot=False)
+        faiss.omp_set_num_threads(threads)
 
     def row(path: str, values: list[float]) -> EndpointRow:
         return EndpointRow(n, built, path, float(np.percentile(values, 50)), float(np.percentile(values, 95)))
@@ -194,6 +210,7 @@ def endpoint_benchmark(
         row("faiss index.search (direct)", raw_ms),
         row("Collection.search (+ SQLite join)", coll_ms),
         row("POST /v1/collections/{name}/search", http_ms),
+        row("GET /health (HTTP floor)", floor_ms),
     ]
 
 

@@ -12,9 +12,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+import faiss
 import numpy as np
 
 from indexing.calibration.serving import attach_stored_calibration
@@ -38,8 +39,10 @@ from service.errors import (
 )
 from service.schemas.collections import DocumentIn, SearchRequest, SearchRerank
 from service.settings import Settings
+from service.timing import StageTimings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 DEMO_CORPUS = Path(__file__).parent / "demo" / "demo_corpus.jsonl"
 
 # The rerank cascade's seam: (query text, hits, stage) -> reordered hits with rerank_score set.
@@ -73,10 +76,23 @@ class CollectionService:
         self.rerank_stage: RerankStage | None = None
         self.opened = False
 
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking SQLite/FAISS work in a worker thread with the configured OpenMP threads.
+
+        OpenMP's thread count is per calling thread, so it is set in the worker itself.
+        """
+        threads = self.settings.faiss_threads
+
+        def call() -> T:
+            faiss.omp_set_num_threads(threads)
+            return fn(*args)
+
+        return await anyio.to_thread.run_sync(call)
+
     # ---- lifecycle ----
     async def start(self) -> None:
         """Open every collection on disk (broken ones are reported, not fatal), then the demo."""
-        errors = await anyio.to_thread.run_sync(self.catalog.open_all)
+        errors = await self._in_worker(self.catalog.open_all)
         for name, error in errors.items():
             if error:
                 log.error("collection %s is unavailable: %s", name, error)
@@ -91,20 +107,16 @@ class CollectionService:
         """Create and fill the demo collection from the shipped corpus, so a search answers at once."""
         rows = [json.loads(line) for line in DEMO_CORPUS.read_text().splitlines() if line.strip()]
         await self.create(
-            CollectionConfig(
-                self.settings.demo_collection_name, self.embedding.model_name, self.embedding.dim
-            )
+            CollectionConfig(self.settings.demo_collection_name, self.embedding.model_name, self.embedding.dim)
         )
         docs = [DocumentIn(id=r["id"], text=r["text"], metadata=r.get("metadata", {})) for r in rows]
         await self.upsert(self.settings.demo_collection_name, docs)
-        log.info(
-            "indexed the demo collection %r (%d documents)", self.settings.demo_collection_name, len(docs)
-        )
+        log.info("indexed the demo collection %r (%d documents)", self.settings.demo_collection_name, len(docs))
 
     # ---- collections ----
     async def create(self, config: CollectionConfig) -> dict[str, Any]:
         with _mapped_errors():
-            coll = await anyio.to_thread.run_sync(self.catalog.create, config)
+            coll = await self._in_worker(self.catalog.create, config)
             return coll.stats()
 
     def list(self) -> list[dict[str, Any]]:
@@ -116,11 +128,11 @@ class CollectionService:
 
     async def delete(self, name: str) -> None:
         with _mapped_errors():
-            await anyio.to_thread.run_sync(self.catalog.delete, name)
+            await self._in_worker(self.catalog.delete, name)
 
     async def reload(self, name: str, rebuild: bool = False) -> dict[str, Any]:
         with _mapped_errors():
-            coll = await anyio.to_thread.run_sync(self.catalog.reload, name, rebuild)
+            coll = await self._in_worker(self.catalog.reload, name, rebuild)
             return coll.stats()
 
     def collection(self, name: str) -> Collection:
@@ -144,7 +156,7 @@ class CollectionService:
         vectors = await self._document_vectors(coll, documents)
         docs = [Document(d.id, d.text, d.metadata) for d in documents]
         with _mapped_errors():
-            await anyio.to_thread.run_sync(coll.upsert, docs, vectors)
+            await self._in_worker(coll.upsert, docs, vectors)
         return [d.id for d in documents]
 
     async def _document_vectors(self, coll: Collection, documents: list[DocumentIn]) -> np.ndarray:
@@ -184,10 +196,12 @@ class CollectionService:
     async def delete_documents(self, name: str, ids: list[str]) -> int:
         coll = self.collection(name)
         with _mapped_errors():
-            return await anyio.to_thread.run_sync(coll.delete, ids)
+            return await self._in_worker(coll.delete, ids)
 
     # ---- search ----
-    async def search(self, name: str, req: SearchRequest) -> SearchResult:
+    async def search(self, name: str, req: SearchRequest, timings: StageTimings | None = None) -> SearchResult:
+        """Embed the query (or take the vector), search, then the optional rerank stage."""
+        timings = timings or StageTimings()
         coll = self.collection(name)
         if not 1 <= req.top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k: must be between 1 and {self.settings.max_top_k}, got {req.top_k}")
@@ -202,7 +216,7 @@ class CollectionService:
             if not req.query.strip():
                 raise InvalidRequest("query: must be a non-empty string")
             self._check_embeddable(coll, "query")
-            qvec = (await self.embedding.embed([req.query], input_type="query")).vectors
+            qvec = (await self.embedding.embed([req.query], input_type="query", timings=timings)).vectors
         if req.rerank is not None and (self.rerank_stage is None or req.query is None):
             raise InvalidRequest(
                 "rerank: needs `query` text and a server with a rerank stage"
@@ -210,10 +224,11 @@ class CollectionService:
                 else "rerank: not available on this server"
             )
         k = req.top_k if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
-        with _mapped_errors():
-            result = (await anyio.to_thread.run_sync(coll.search, qvec, k, req.filter, req.min_relevance))[0]
+        with _mapped_errors(), timings.measure("search"):
+            result = (await self._in_worker(coll.search, qvec, k, req.filter, req.min_relevance))[0]
         if req.rerank is not None and self.rerank_stage is not None and req.query is not None:
-            reranked = await self.rerank_stage(req.query, result.hits, req.rerank)
+            with timings.measure("rerank"):
+                reranked = await self.rerank_stage(req.query, result.hits, req.rerank)
             result.hits = reranked[: req.rerank.top_n or req.top_k]
         return result
 

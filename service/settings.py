@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         "auto", description="Search mirror: auto (faiss-gpu, else torch on CUDA, else CPU FAISS), cpu, "
         "cuda[:N], or torch:<device> for the torch exact-search backend."
     )
+    faiss_threads: int = Field(
+        1, ge=1, description="OpenMP threads per FAISS call; requests run in parallel threads instead "
+        "(OpenMP barriers spin-wait and stall single-query searches on a busy machine)."
+    )
 
     # reranking
     max_rerank_documents: int = Field(1000, ge=1)

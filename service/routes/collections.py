@@ -20,6 +20,7 @@ from service.schemas.collections import (
     UpsertResponse,
 )
 from service.schemas.common import ERROR_RESPONSES
+from service.timing import request_timings
 
 router = APIRouter(
     prefix="/v1/collections",
@@ -53,16 +54,12 @@ async def list_collections(service: CollectionService = Depends(get_collection_s
 
 
 @router.get("/{name}", response_model=CollectionInfo)
-async def get_collection(
-    name: str, service: CollectionService = Depends(get_collection_service)
-) -> CollectionInfo:
+async def get_collection(name: str, service: CollectionService = Depends(get_collection_service)) -> CollectionInfo:
     return CollectionInfo(**service.describe(name))
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_collection(
-    name: str, service: CollectionService = Depends(get_collection_service)
-) -> Response:
+async def delete_collection(name: str, service: CollectionService = Depends(get_collection_service)) -> Response:
     await service.delete(name)
     return Response(status_code=204)
 
@@ -93,9 +90,13 @@ async def delete_documents(
 
 @router.post("/{name}/search", response_model=SearchResponse)
 async def search_collection(
-    name: str, body: SearchRequest, service: CollectionService = Depends(get_collection_service)
-) -> SearchResponse:
-    result = await service.search(name, body)
+    name: str,
+    body: SearchRequest,
+    request: Request,
+    service: CollectionService = Depends(get_collection_service),
+) -> Response:
+    """Search by `query` text or `vector`; the Server-Timing header splits embed/search/rerank time."""
+    result = await service.search(name, body, request_timings(request))
     hits = [
         SearchHit(
             id=h.id,
@@ -107,7 +108,7 @@ async def search_collection(
         )
         for h in result.hits
     ]
-    return SearchResponse(
+    response = SearchResponse(
         collection=name,
         model=service.collection(name).config.model,
         hits=hits,
@@ -116,3 +117,5 @@ async def search_collection(
         min_relevance=result.min_relevance,
         relevance_filtered=result.relevance_filtered,
     )
+    # Serialised once here: returning the model would validate it a second time (search is hot).
+    return Response(response.model_dump_json(), media_type="application/json")
