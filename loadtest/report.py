@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 if TYPE_CHECKING:
     from loadtest.runner import StepResult
@@ -41,10 +44,12 @@ def plot_saturation(scenario: str, steps: Sequence[StepResult], path: Path, max_
         ax_lat.axhline(P99_TARGET_MS, color="grey", lw=0.8, ls=":", label="100 ms")
     ax_lat.set_xlabel("concurrent users (closed loop)")
     ax_lat.set_ylabel("latency of admitted requests (ms)")
-    ax_lat.set_yscale("log")
+    ax_lat.set_ylim(bottom=0)
     ax_lat.legend(fontsize=8)
     for ax in (ax_rps, ax_lat):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(users, [str(u) for u in users])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(alpha=0.3)
     fig.suptitle(f"rrs load test: {scenario}")
     fig.tight_layout()
@@ -81,6 +86,15 @@ def write_report(out: Path, meta: dict[str, Any], results: Sequence[StepResult],
             lines.append(f"| {s.users} | {s.rps:.1f} | {s.p50_ms:.1f} | {s.p95_ms:.1f} | {s.p99_ms:.1f} | "
                          f"{s.max_ms:.0f} | {s.shed} | {s.errors} | {s.rss_mb:.0f} |")
         lines.append("")
+        if any(st.endpoints for st in steps):
+            lines += ["Per endpoint:", "",
+                      "| users | endpoint | admitted req/s | p50 ms | p95 ms | p99 ms | shed | errors |",
+                      "|---:|---|---:|---:|---:|---:|---:|---:|"]
+            for st in steps:
+                for name, e in st.endpoints.items():
+                    lines.append(f"| {st.users} | {name} | {e['rps']:.1f} | {e['p50_ms']:.1f} | {e['p95_ms']:.1f} | "
+                                 f"{e['p99_ms']:.1f} | {e['shed']:.0f} | {e['errors']:.0f} |")
+            lines.append("")
         if best is not None:
             cond = f"p99 under {target:.0f} ms and " if target else ""
             lines.append(f"Sustained ({cond}no shed or failed request): **{best.rps:.1f} req/s** at {best.users} "
@@ -107,3 +121,19 @@ def write_report(out: Path, meta: dict[str, Any], results: Sequence[StepResult],
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
     return text
+
+
+def main() -> None:
+    """Re-render a finished run's report and PNGs from its summary.json (no load generated)."""
+    from loadtest.runner import StepResult
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--img-dir", type=Path, default=None)
+    args = ap.parse_args()
+    summary = json.loads((args.folder / "summary.json").read_text())
+    print(write_report(args.folder, summary["meta"], [StepResult(**s) for s in summary["steps"]], args.img_dir))
+
+
+if __name__ == "__main__":
+    main()

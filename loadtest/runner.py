@@ -53,6 +53,7 @@ class StepResult:
     max_ms: float
     rss_mb: float
     error_samples: list[str] = field(default_factory=list)
+    endpoints: dict[str, dict[str, float]] = field(default_factory=dict)  # per endpoint, when several
 
 
 def _proc_kb(pid: int, key: str) -> float:
@@ -78,31 +79,35 @@ class RssSampler(threading.Thread):
             self.done.wait(0.5)
 
 
+def _latency_stats(rows: list[tuple[str, int, float]], seconds: float) -> dict[str, float]:
+    ok = np.asarray([ms for _, status, ms in rows if 200 <= status < 300] or [np.nan])
+    admitted = sum(1 for _, status, _ in rows if 200 <= status < 300)
+    shed = sum(1 for _, status, _ in rows if status in SHED)
+    return {"admitted": admitted, "shed": shed, "errors": len(rows) - admitted - shed, "rps": admitted / seconds,
+            "shed_rps": shed / seconds, "p50_ms": float(np.percentile(ok, 50)), "p95_ms": float(np.percentile(ok, 95)),
+            "p99_ms": float(np.percentile(ok, 99)), "max_ms": float(np.max(ok))}
+
+
 def summarize(scenario: str, users: int, record: Path, started: float, ended: float, rss_mb: float) -> StepResult:
     """Admitted (2xx), shed (429/503) and failed requests of one step, from the per-request record."""
     window_start = started + WARMUP_S
-    ok_ms: list[float] = []
-    shed = errors = 0
-    samples: dict[str, int] = {}
+    rows: list[tuple[str, int, float]] = []
     for line in record.read_text().splitlines() if record.exists() else []:
-        t, name, status_s, ms = line.split(",")
-        if float(t) < window_start:
-            continue
-        status = int(status_s)
-        if 200 <= status < 300:
-            ok_ms.append(float(ms))
-        elif status in SHED:
-            shed += 1
-        else:
-            errors += 1
+        t, name, status, ms = line.split(",")
+        if float(t) >= window_start:
+            rows.append((name, int(status), float(ms)))
+    seconds = max(1e-9, ended - window_start)
+    samples: dict[str, int] = {}
+    for name, status, _ in rows:
+        if not (200 <= status < 300 or status in SHED):
             key = f"{name}: HTTP {status}" if status else f"{name}: connection error"
             samples[key] = samples.get(key, 0) + 1
-    seconds = max(1e-9, ended - window_start)
-    lat = np.asarray(ok_ms) if ok_ms else np.asarray([np.nan])
-    p50, p95, p99 = (float(np.percentile(lat, q)) for q in (50, 95, 99))
-    return StepResult(scenario, users, round(seconds, 2), len(ok_ms), shed, errors, len(ok_ms) / seconds,
-                      shed / seconds, p50, p95, p99, float(np.max(lat)), rss_mb,
-                      [f"{k} x{v}" for k, v in sorted(samples.items(), key=lambda kv: -kv[1])[:5]])
+    names = sorted({name for name, _, _ in rows})
+    endpoints = {n: _latency_stats([r for r in rows if r[0] == n], seconds) for n in names} if len(names) > 1 else {}
+    overall = _latency_stats(rows, seconds)
+    return StepResult(scenario, users, round(seconds, 2), rss_mb=rss_mb, endpoints=endpoints,
+                      error_samples=[f"{k} x{v}" for k, v in sorted(samples.items(), key=lambda kv: -kv[1])[:5]],
+                      **overall)  # type: ignore[arg-type]
 
 
 def run_step(scenario: str, users: int, seconds: int, server: ServerProcess, out: Path,

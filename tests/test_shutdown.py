@@ -52,7 +52,7 @@ def test_sigterm_drains_in_flight_requests_flushes_snapshots_and_exits_zero(tmp_
         assert json.loads(manifest_path.read_text())["count"] == 0  # the writes are not snapshotted yet
 
         # Requests big enough to still be running when the signal arrives (about a second of CPU each).
-        texts = [f"sentence {i} " + "padding words to make the batch heavy " * 6 for i in range(96)]
+        texts = [f"sentence {i} " + "padding words to make the batch heavy " * 6 for i in range(64)]
         n_requests = 4
         pool = ThreadPoolExecutor(n_requests)
         with httpx.Client(base_url=server.base_url, timeout=120) as client:
