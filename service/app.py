@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.admission import AdmissionMiddleware
+from service.cascade import CascadePolicy, RerankCascade
 from service.collections import CollectionService
 from service.docs import install_offline_docs
 from service.embedding import EmbeddingService
@@ -43,6 +44,11 @@ def _lifespan(settings: Settings):
             if settings.load_reranker_at_startup:
                 await app.state.rerank.preload()
             collection_service = CollectionService(settings, embedding)
+            collection_service.rerank_stage = RerankCascade(
+                app.state.rerank,
+                CascadePolicy(settings.cascade_skip_separated, settings.cascade_low, settings.cascade_high),
+                settings.rerank_timeout_s,
+            )
             app.state.collections = collection_service
             app.state.readiness["collections"] = lambda: collection_service.ready
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,8 +46,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEMO_CORPUS = Path(__file__).parent / "demo" / "demo_corpus.jsonl"
 
-# The rerank cascade's seam: (query text, hits, stage) -> reordered hits with rerank_score set.
-RerankStage = Callable[[str, list[Hit], SearchRerank], Awaitable[list[Hit]]]
+# The rerank cascade's seam: (query text, hits, stage) -> (reordered hits with rerank_score, report).
+RerankStage = Callable[[str, list[Hit], SearchRerank], Awaitable[tuple[list[Hit], Any]]]
 
 
 @contextmanager
@@ -63,6 +64,8 @@ def _mapped_errors() -> Iterator[None]:
         raise InvalidRequest(str(exc)) from None
     except IndexingError as exc:  # any other indexing error is still about this request's input
         raise InvalidRequest(str(exc)) from None
+    except sqlite3.ProgrammingError:  # the collection was deleted (its store closed) mid-request
+        raise ServiceUnavailable("collection was deleted or reloaded during the request; retry") from None
 
 
 class CollectionService:
@@ -199,7 +202,10 @@ class CollectionService:
             return await self._in_worker(coll.delete, ids)
 
     # ---- search ----
-    async def search(self, name: str, req: SearchRequest, timings: StageTimings | None = None) -> SearchResult:
+    async def search(
+        self, name: str, req: SearchRequest, timings: StageTimings | None = None
+    ) -> tuple[SearchResult, Any]:
+        """Hits of one query, plus the rerank stage's report (None when no stage was asked for)."""
         """Embed the query (or take the vector), search, then the optional rerank stage."""
         timings = timings or StageTimings()
         coll = self.collection(name)
@@ -226,11 +232,12 @@ class CollectionService:
         k = req.top_k if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
         with _mapped_errors(), timings.measure("search"):
             result = (await self._in_worker(coll.search, qvec, k, req.filter, req.min_relevance))[0]
+        report = None
         if req.rerank is not None and self.rerank_stage is not None and req.query is not None:
             with timings.measure("rerank"):
-                reranked = await self.rerank_stage(req.query, result.hits, req.rerank)
+                reranked, report = await self.rerank_stage(req.query, result.hits, req.rerank)
             result.hits = reranked[: req.rerank.top_n or req.top_k]
-        return result
+        return result, report
 
     @property
     def ready(self) -> bool:

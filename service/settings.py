@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     max_rerank_documents: int = Field(1000, ge=1)
     max_rerank_tokens_per_doc: int = Field(4096, ge=1)
     rerank_timeout_s: float = Field(30.0, gt=0)
+    cascade_skip_separated: bool = Field(
+        True, description="Search skips its rerank stage when calibrated relevance already separates the list."
+    )
+    cascade_low: float = Field(0.1, ge=0, le=1, description="Relevance at or below this counts as settled.")
+    cascade_high: float = Field(0.9, ge=0, le=1, description="Relevance at or above this counts as settled.")
     extra_rerank_models: EnvList = Field(
         default_factory=list, description="More causal LMs the LLM rerank methods may be asked for by name."
     )

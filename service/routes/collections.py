@@ -15,6 +15,7 @@ from service.schemas.collections import (
     DeleteDocumentsResponse,
     SearchHit,
     SearchRequest,
+    SearchRerankReport,
     SearchResponse,
     UpsertRequest,
     UpsertResponse,
@@ -96,7 +97,7 @@ async def search_collection(
     service: CollectionService = Depends(get_collection_service),
 ) -> Response:
     """Search by `query` text or `vector`; the Server-Timing header splits embed/search/rerank time."""
-    result = await service.search(name, body, request_timings(request))
+    result, rerank_report = await service.search(name, body, request_timings(request))
     hits = [
         SearchHit(
             id=h.id,
@@ -116,6 +117,7 @@ async def search_collection(
         filtered_count=result.filtered_count,
         min_relevance=result.min_relevance,
         relevance_filtered=result.relevance_filtered,
+        rerank=SearchRerankReport(**vars(rerank_report)) if rerank_report is not None else None,
     )
     # Serialised once here: returning the model would validate it a second time (search is hot).
     return Response(response.model_dump_json(), media_type="application/json")

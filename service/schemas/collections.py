@@ -78,6 +78,21 @@ class SearchRerank(BaseModel):
     model: str | None = None
     top_n: int | None = Field(None, ge=1, description="Keep this many hits after reranking.")
     candidates: int | None = Field(None, ge=1, description="Rerank this many retrieved hits (default top_k).")
+    force: bool = Field(False, description="Rerank even when calibrated relevance already separates the list.")
+    timeout_s: float | None = Field(
+        None, gt=0, description="Deadline for the stage (capped by RRS_RERANK_TIMEOUT_S); past it, first-stage order."
+    )
+
+
+class SearchRerankReport(BaseModel):
+    """What the rerank stage did."""
+
+    applied: bool = Field(..., description="False when skipped by the cascade or past its deadline.")
+    reason: str
+    method: str | None = None
+    model: str | None = None
+    candidates: int = 0
+    seconds: float = 0.0
 
 
 class SearchRequest(BaseModel):
@@ -115,6 +130,7 @@ class SearchResponse(BaseModel):
     min_relevance: float | None = Field(None, description="The relevance cut applied, when calibrated.")
     relevance_filtered: int = Field(0, description="Candidates removed by the relevance cut.")
     filtered_count: int | None = Field(None, description="Documents that matched `filter`.")
+    rerank: SearchRerankReport | None = Field(None, description="Present when a rerank stage was requested.")
 
 
 class ReloadResponse(BaseModel):
