@@ -26,6 +26,7 @@ class FilterMetrics:
     brier: float | None  # None when the method's scores are not probabilities (raw cosine)
     ece: float | None
     roc_auc: float
+    precision_at_recall_50: float  # the high-precision operating region (e.g. --target-precision)
     precision_at_recall_80: float
     precision_at_recall_90: float
     mean_list_length: float
@@ -114,6 +115,7 @@ def filter_metrics(
         brier=float(np.mean((np.clip(score, 0, 1) - label) ** 2)) if is_probability else None,
         ece=expected_calibration_error(score, label) if is_probability else None,
         roc_auc=float(auc),
+        precision_at_recall_50=precision_at_recall(score, label, 0.5),
         precision_at_recall_80=precision_at_recall(score, label, 0.8),
         precision_at_recall_90=precision_at_recall(score, label, 0.9),
         mean_list_length=float(kept_per_query.mean()),

@@ -26,14 +26,15 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def markdown_table(reports: Sequence[MethodReport]) -> str:
     head = (
-        "| method | P@R0.8 | P@R0.9 | ROC-AUC | ECE | Brier | threshold | P | R | F1 | mean list | Null% |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| method | P@R0.5 | P@R0.8 | P@R0.9 | ROC-AUC | ECE | Brier | threshold | P | R | F1 | mean list | Null% |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for r in reports:
         m = r.metrics
         rows.append(
-            f"| {LABELS.get(r.name, r.name)} | {_fmt(m.precision_at_recall_80)} | {_fmt(m.precision_at_recall_90)} "
+            f"| {LABELS.get(r.name, r.name)} | {_fmt(m.precision_at_recall_50)} | {_fmt(m.precision_at_recall_80)} "
+            f"| {_fmt(m.precision_at_recall_90)} "
             f"| {_fmt(m.roc_auc)} | {_fmt(m.ece)} | {_fmt(m.brier)} | {_fmt(m.threshold)} | {_fmt(m.precision)} "
             f"| {_fmt(m.recall)} | {_fmt(m.f1)} | {m.mean_list_length:.1f} | {100 * m.null_fraction:.1f} |"
         )

@@ -1,8 +1,9 @@
 """Calibration on a collection: fill `relevance` on hits, persist in the manifest, load at open.
 
 The collection calls `calibrate(query_vector, hits)` (its `Calibrator` seam). Features must be
-computed from the same top-n candidate list the calibrator was fitted on, whatever `top_k` the
-user asked for, so a short hit list triggers one unfiltered index search of depth n.
+computed from the same list the calibrator was fitted on, the query's unfiltered top-n, whatever
+`top_k` or metadata filter the request has, so each calibrated query runs one index search of depth n
+(cheap next to embedding the query).
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ class CollectionCalibrator:
 
     def candidate_scores(self, query_vector: np.ndarray, hits: list[Hit]) -> np.ndarray:
         n = self.calibration.n_candidates
-        if len(hits) >= n:
-            return np.array([h.score for h in hits[:n]])
         scores, vids = self.collection.index.search(np.asarray(query_vector, np.float32)[None, :], n, None)
         found = scores[0][vids[0] >= 0]
         return found if len(found) else np.array([h.score for h in hits])
