@@ -12,6 +12,7 @@ import csv
 import fcntl
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -137,7 +138,11 @@ def _jsonable(value: Any) -> bool:
 
 
 class _JobLock:
-    """An exclusive lock file: two jobs writing one collection at once would interleave snapshots."""
+    """An exclusive lock file: two jobs writing one collection at once would interleave snapshots.
+
+    A second job (say, several `rrs eval` runs sharing a corpus) waits for the first, then finds
+    its documents stored and skips them.
+    """
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -147,7 +152,8 @@ class _JobLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InvalidDocument("collection: another `rrs index` job is writing this collection") from None
+            print("another `rrs index` job is writing this collection; waiting for it", file=sys.stderr)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc: object) -> None:
