@@ -84,8 +84,8 @@ def ceilings() -> dict[str, float]:
     return {"bf16_matmul_tflops": 2 * n**3 / ms / 1e9, "copy_tb_s": 2 * src.numel() * 4 / copy_ms / 1e9}
 
 
-def shared_prefix_batch(total_tokens: int, prefix_len: int, heads: int, kv_heads: int, dim: int,
-                        dtype: torch.dtype, seed: int, lo: int = 100, hi: int = 600) -> dict[str, Any]:
+def suffix_lengths(total_tokens: int, seed: int, lo: int = 100, hi: int = 600) -> list[int]:
+    """Random suffix lengths in lo..hi summing to total_tokens (the last one cut to fit)."""
     gen = torch.Generator().manual_seed(seed)
     lengths: list[int] = []
     while sum(lengths) < total_tokens:
@@ -93,6 +93,12 @@ def shared_prefix_batch(total_tokens: int, prefix_len: int, heads: int, kv_heads
     lengths[-1] -= sum(lengths) - total_tokens
     if lengths[-1] <= 0:
         lengths.pop()
+    return lengths
+
+
+def shared_prefix_batch(total_tokens: int, prefix_len: int, heads: int, kv_heads: int, dim: int,
+                        dtype: torch.dtype, seed: int, lo: int = 100, hi: int = 600) -> dict[str, Any]:
+    lengths = suffix_lengths(total_tokens, seed, lo, hi)
     t = sum(lengths)
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
     return {
@@ -104,6 +110,20 @@ def shared_prefix_batch(total_tokens: int, prefix_len: int, heads: int, kv_heads
         "pv": torch.randn(prefix_len, kv_heads, dim, device="cuda", dtype=dtype),
         "cu_p": torch.tensor([0, prefix_len], dtype=torch.int32, device="cuda"),
     }
+
+
+def prefix_copied_keys(batch: dict[str, Any], prefix_len: int) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                                         torch.Tensor]:
+    """torch varlen's layout: per sequence, the prefix keys/values then its own (parts to concatenate)."""
+    parts_k: list[torch.Tensor] = []
+    parts_v: list[torch.Tensor] = []
+    cu_k = [0]
+    for i, n in enumerate(batch["lengths"]):
+        s = int(batch["cu"][i])
+        parts_k += [batch["pk"], batch["k"][s:s + n]]
+        parts_v += [batch["pv"], batch["v"][s:s + n]]
+        cu_k.append(cu_k[-1] + prefix_len + n)
+    return parts_k, parts_v, torch.tensor(cu_k, dtype=torch.int32, device=batch["cu"].device)
 
 
 def attention_flops(lengths: list[int], prefix_len: int, heads: int, dim: int) -> float:
@@ -209,14 +229,8 @@ def attention_speed(totals: list[int], prefix_len: int) -> list[dict[str, Any]]:
             # torch varlen: keys = prefix ++ suffix per sequence (the prefix copied into each)
             if varlen is not None:
                 try:
-                    parts_k, parts_v, cu_k = [], [], [0]
-                    for i, n in enumerate(lengths):
-                        s = int(cu[i])
-                        parts_k += [batch["pk"], batch["k"][s:s + n]]
-                        parts_v += [batch["pv"], batch["v"][s:s + n]]
-                        cu_k.append(cu_k[-1] + prefix_len + n)
+                    parts_k, parts_v, cu_kt = prefix_copied_keys(batch, prefix_len)
                     kk, vv = torch.cat(parts_k), torch.cat(parts_v)
-                    cu_kt = torch.tensor(cu_k, dtype=torch.int32, device="cuda")
                     copy_ms = bench_ms(lambda: (torch.cat(parts_k), torch.cat(parts_v)), 100)
 
                     def torch_varlen() -> torch.Tensor:

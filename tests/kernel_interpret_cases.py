@@ -27,6 +27,8 @@ ATTENTION_CASES = [
     ("d128_gqa8_causal_fp16", 128, 8, 1, True, 0, torch.float16),
     ("d64_gqa4_full_prefix_fp16", 64, 4, 1, False, 1, torch.float16),
     ("d128_mha_causal_prefix_fp16", 128, 2, 2, True, 1, torch.float16),
+    # SmolLM2's 9/3 heads: 3 heads packed per tile, which does not divide the 64-row tile
+    ("d64_gqa3_causal_prefix_fp32", 64, 9, 3, True, 1, torch.float32),
 ]
 
 # (name, queries, corpus rows, dim, k, dtype, duplicate corpus)

@@ -7,9 +7,13 @@ h // (heads // kv_heads)). Each sequence may additionally attend, in full, one p
 a second packed tensor (`prefix_k`/`prefix_v`, delimited by `cu_prefix_lens`, chosen per sequence
 by `prefix_group`). The prefix is read in place by every sequence that uses it, never copied.
 
-One program owns BLOCK_M query rows of one (sequence, head). It streams the prefix blocks, then the
-sequence's own blocks (only those left of the diagonal when causal), keeping the running row max and
-row sum of the online softmax; scores never leave registers. Streaming prefix then suffix in one
+One program owns BLOCK_M query rows of one sequence and one KV head: `heads_per_tile` query heads
+that share that KV head (grouped-query attention) times BLOCK_M // heads_per_tile positions, row r
+being position r // heads_per_tile of head r % heads_per_tile. Packing the heads fills the tile of a
+short sequence (fewer padding rows, narrower diagonal) and reads each K/V block once for all of
+them. It streams the prefix blocks, then the sequence's own blocks (only those left of the diagonal
+when causal), keeping the running row max and row sum of the online softmax; scores never leave
+registers. Streaming prefix then suffix in one
 loop is the exact merge of the two partial softmaxes: both update the same running max and sum.
 """
 
@@ -30,16 +34,15 @@ _CAUSAL = 2  # diagonal blocks: key position <= query position (and in bounds)
 
 
 def _hopper_configs() -> list[triton.Config]:
-    """Candidate tilings for H100/H200; autotune picks per (head_dim, causal, prefix) key.
-
-    BLOCK_M must be a multiple of BLOCK_N: the causal split at the tile's first row assumes it.
-    """
+    """Candidate tilings for H100/H200; autotune picks per (head_dim, causal, prefix) key."""
     if _INTERPRET:
         # The interpreter runs every block op in numpy: one mid-size tile keeps CI quick while
         # still crossing block boundaries on the ragged test lengths.
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
-    # Kept short: each config is a full compile of a kernel with six key loops (~10 s each).
-    shapes = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)]
+    # From benchmarks/gpu_tune.py on an H100 (bf16, GQA 32/8 packed 4 heads a tile, 1024-token prefix,
+    # 100-600-token suffixes): d=128 best 128x64 8 warps (2 or 3 stages, within noise: 360/357
+    # TFLOP/s at 64k tokens), d=64 best 128x64 4 warps (320); 128x128 tiles lost at both head dims.
+    shapes = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
 
 
@@ -84,27 +87,32 @@ def _varlen_prefix_attention_fwd(
     sm_scale,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_pkt, stride_pkh, stride_pvt, stride_pvh, stride_ot, stride_oh,
-    num_heads, heads_per_kv,
+    num_kv_heads, heads_per_kv, heads_per_tile,
     HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr,
     DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    seq = pid_bh // num_heads
-    head = pid_bh % num_heads
-    kv_head = head // heads_per_kv
+    tiles_per_kv = heads_per_kv // heads_per_tile
+    seq = pid_bh // (num_kv_heads * tiles_per_kv)
+    kv_head = (pid_bh // tiles_per_kv) % num_kv_heads
+    first_head = kv_head * heads_per_kv + (pid_bh % tiles_per_kv) * heads_per_tile
 
     seq_start = tl.load(cu_seqlens + seq).to(tl.int64)
     seq_len = (tl.load(cu_seqlens + seq + 1) - tl.load(cu_seqlens + seq)).to(tl.int32)
-    m_start = pid_m * BLOCK_M
+    positions = BLOCK_M // heads_per_tile  # query positions per tile
+    m_start = pid_m * positions
     if m_start >= seq_len:  # grid is sized for the longest sequence
         return
 
-    offs_m = m_start + tl.arange(0, BLOCK_M)
+    rows = tl.arange(0, BLOCK_M)
+    offs_m = m_start + rows // heads_per_tile  # each row's query position (what causal compares)
+    heads = first_head + rows % heads_per_tile
     offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m[:, None] < seq_len
-    q_ptrs = Q + (seq_start + offs_m[:, None]) * stride_qt + head * stride_qh + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_ok, other=0.0)
+    # rows past positions * heads_per_tile (heads_per_tile not dividing BLOCK_M) belong to the next tile
+    row_ok = ((offs_m < seq_len) & (rows < positions * heads_per_tile))[:, None]
+    row_off = (seq_start + offs_m[:, None]) * stride_qt + heads[:, None].to(tl.int64) * stride_qh
+    q = tl.load(Q + row_off + offs_d[None, :], mask=row_ok, other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -128,13 +136,16 @@ def _varlen_prefix_attention_fwd(
     k_base = K + seq_start * stride_kt + kv_head * stride_kh
     v_base = V + seq_start * stride_vt + kv_head * stride_vh
     if IS_CAUSAL:
-        # Blocks wholly left of this tile's first row need no mask; the diagonal ones do.
+        # Blocks wholly left of this tile's first position need no mask; the diagonal ones do. The
+        # first masked block starts at or before every row's position, so each row's running max
+        # is finite after it (later all-masked blocks then add exp2(-inf) = 0).
+        unmasked_end = (m_start // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
-                                           0, m_start, seq_len, offs_m, offs_d, qk_scale,
+                                           0, unmasked_end, seq_len, offs_m, offs_d, qk_scale,
                                            BLOCK_N, 0, DOT_PRECISION)
-        diag_end = tl.minimum(m_start + BLOCK_M, seq_len)
+        diag_end = tl.minimum(m_start + positions, seq_len)
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
-                                           m_start, diag_end, seq_len, offs_m, offs_d, qk_scale,
+                                           unmasked_end, diag_end, seq_len, offs_m, offs_d, qk_scale,
                                            BLOCK_N, 2, DOT_PRECISION)
     else:
         full_end = (seq_len // BLOCK_N) * BLOCK_N
@@ -146,12 +157,18 @@ def _varlen_prefix_attention_fwd(
                                            BLOCK_N, 1, DOT_PRECISION)
 
     out = acc / l_i[:, None]
-    o_ptrs = Out + (seq_start + offs_m[:, None]) * stride_ot + head * stride_oh + offs_d[None, :]
-    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok)
+    o_off = (seq_start + offs_m[:, None]) * stride_ot + heads[:, None].to(tl.int64) * stride_oh
+    tl.store(Out + o_off + offs_d[None, :], out.to(Out.dtype.element_ty), mask=row_ok)
 
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+MAX_HEADS_PER_TILE = 8  # the smallest tile (BLOCK_M 64) then still spans 8 positions
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def default_heads_per_tile(heads_per_kv: int) -> int:
+    """Query heads packed into one tile: the largest divisor of the GQA ratio up to MAX_HEADS_PER_TILE."""
+    return max(n for n in range(1, min(heads_per_kv, MAX_HEADS_PER_TILE) + 1) if heads_per_kv % n == 0)
 
 
 def _check_packed(name: str, t: torch.Tensor, dtype: torch.dtype, head_dim: int) -> None:
@@ -177,8 +194,14 @@ def varlen_prefix_attention_triton(
     cu_prefix_lens: torch.Tensor | None = None,
     prefix_group: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    heads_per_tile: int | None = None,
+    config: triton.Config | None = None,
 ) -> torch.Tensor:
-    """Launch the kernel; shapes as in the module docstring. Returns (total_tokens, heads, head_dim)."""
+    """Launch the kernel; shapes as in the module docstring. Returns (total_tokens, heads, head_dim).
+
+    `heads_per_tile` (a divisor of heads // kv_heads; default `default_heads_per_tile`) and `config`
+    (a fixed tiling instead of the autotuned one) exist for benchmarks that compare variants.
+    """
     total, num_heads, head_dim = q.shape
     if head_dim not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {head_dim} not in {SUPPORTED_HEAD_DIMS}")
@@ -214,18 +237,29 @@ def varlen_prefix_attention_triton(
     scale = float(sm_scale) if sm_scale is not None else head_dim ** -0.5
     # fp32 inputs get exact fp32 dots (the model's exact path); halves use the tensor cores.
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    heads_per_kv = num_heads // num_kv_heads
+    per_tile = default_heads_per_tile(heads_per_kv) if heads_per_tile is None else heads_per_tile
+    if heads_per_kv % per_tile or per_tile > MAX_HEADS_PER_TILE:
+        raise ValueError(f"heads_per_tile {per_tile} must divide {heads_per_kv} and be <= {MAX_HEADS_PER_TILE}")
 
     def grid(meta: dict) -> tuple[int, int]:
-        return (triton.cdiv(max(int(max_seqlen), 1), meta["BLOCK_M"]), num_seqs * num_heads)
+        positions = meta["BLOCK_M"] // per_tile
+        return (triton.cdiv(max(int(max_seqlen), 1), positions), num_seqs * num_heads // per_tile)
 
-    _varlen_prefix_attention_fwd[grid](
+    kernel = _varlen_prefix_attention_fwd
+    launch_options: dict = {}
+    if config is not None:  # the bare jit function with this tiling, bypassing autotune
+        kernel = _varlen_prefix_attention_fwd.fn
+        launch_options = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+    kernel[grid](
         q, k, v, prefix_k, prefix_v, out,
         cu_seqlens, cu_prefix_lens, prefix_group,
         scale,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
         out.stride(0), out.stride(1),
-        num_heads, num_heads // num_kv_heads,
+        num_kv_heads, heads_per_kv, per_tile,
         HEAD_DIM=head_dim, IS_CAUSAL=causal, HAS_PREFIX=has_prefix, DOT_PRECISION=precision,
+        **launch_options,
     )
     return out
