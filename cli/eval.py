@@ -23,6 +23,10 @@ def eval_command(
     k: int = typer.Option(100, min=10, help="Candidates retrieved per query."),
     bm25: bool = typer.Option(True, "--bm25/--no-bm25", help="Score the BM25 baseline in the same run."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
+    rerank: str = typer.Option(None, "--rerank", help="Also rerank the dense candidates with this method "
+                               "(pointwise, graded, listwise, first, pairwise, embedding, cross-encoder)."),
+    rerank_candidates: int = typer.Option(20, "--rerank-candidates", min=2, help="Dense candidates reranked."),
+    rerank_model: str = typer.Option(None, "--rerank-model", help="Reranker model (default: the method's)."),
 ) -> None:
     """Index (or reuse) the corpus, run the judged queries, print a table and write JSON."""
     from rich.console import Console
@@ -38,6 +42,11 @@ def eval_command(
     settings = Settings()
     model_name = model or settings.embed_model
     encoder = load_embedder(model_name, device=device)
+    extra_stages = []
+    if rerank:
+        from benchmarks.rerank import eval_rerank_stage
+
+        extra_stages.append(eval_rerank_stage(rerank, rerank_candidates, rerank_model, encoder))
     report = evaluate(
         dataset,
         data_dir or settings.data_dir,
@@ -47,6 +56,7 @@ def eval_command(
         index_kind=index_kind,
         k=k,
         bm25=bm25,
+        extra_stages=extra_stages,
     )
     table = Table(title=f"{dataset} ({report.queries} judged queries), collection {report.collection}")
     for col in ("system", "nDCG@10", "R@100 (rel>=2)", "MRR@10 (rel>=2)", "latency p50 ms", "p95 ms"):

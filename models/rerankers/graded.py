@@ -19,8 +19,8 @@ GRADED_TEMPLATE = JudgeTemplate(
     system="Judge how well the Document answers the Query on a scale from 0 to 3: "
            "0 = irrelevant, 1 = related but does not answer, 2 = partly answers, "
            "3 = answers the query completely. Answer with a single digit.",
-    user="<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}\n"
-         "Grade (0, 1, 2 or 3):",
+    user="<Instruct>: {instruction}\n<Query>: {query}\nGrade (0, 1, 2 or 3) the following Document.\n"
+         "<Document>: {document}",
 )
 
 

@@ -28,10 +28,11 @@ class JudgeTemplate:
     instruction: str = DEFAULT_INSTRUCTION
 
 
+# The question sits before the document, so everything but the document is shared prefix.
 YES_NO_TEMPLATE = JudgeTemplate(
     system='Judge whether the Document answers the Query. Note that the answer can only be "yes" or "no".',
-    user="<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}\n"
-         'Does the Document answer the Query? Answer only "yes" or "no".',
+    user="<Instruct>: {instruction}\n<Query>: {query}\n"
+         'Does the following Document answer the Query? Answer only "yes" or "no".\n<Document>: {document}',
 )
 
 QWEN3_RERANKER_TEMPLATE = JudgeTemplate(
