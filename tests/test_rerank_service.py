@@ -1,0 +1,61 @@
+"""RerankService in-process: method/model resolution, deadlines, and recovery after a timeout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from service.errors import DeadlineExceeded, InvalidRequest
+from service.metrics import Metrics
+from service.reranking import RerankService
+from service.settings import Settings
+
+QUERY = "how do cats purr"
+DOCUMENTS = ["Cats purr by vibrating the larynx.", "Banana bread with walnuts.", "Purring cats."]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sentence_transformers import CrossEncoder
+
+    from models.resolve import resolve_model
+
+    path = tmp_path_factory.mktemp("svc-cross-encoder") / "ce"
+    CrossEncoder(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path, num_labels=1,
+                 device="cpu").save(str(path))
+    return path
+
+
+def _service(cross_encoder_dir: Path, **overrides: object) -> RerankService:
+    settings = Settings(cross_encoder_model=str(cross_encoder_dir), default_rerank_method="cross-encoder",
+                        rerank_device="cpu", **overrides)
+    return RerankService(settings, Metrics())
+
+
+def test_a_model_name_alone_picks_its_method(cross_encoder_dir: Path) -> None:
+    service = _service(cross_encoder_dir)
+    assert service.resolve(None, None) == ("cross-encoder", str(cross_encoder_dir))
+    assert service.resolve(None, "SmolLM2-135M-Instruct") == ("pointwise", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert service.resolve("graded", None)[0] == "graded"
+    with pytest.raises(InvalidRequest, match="valid models"):
+        service.resolve("listwise", "gpt-4")
+    with pytest.raises(InvalidRequest, match="has no model"):
+        service.resolve("embedding", None)  # no embedding service in this process
+
+
+def test_a_missed_deadline_answers_and_the_next_request_still_works(cross_encoder_dir: Path) -> None:
+    service = _service(cross_encoder_dir)
+
+    async def scenario() -> None:
+        with pytest.raises(DeadlineExceeded):
+            # The model load alone takes longer than this.
+            await service.rerank(QUERY, DOCUMENTS, deadline=time.monotonic() + 0.01)
+        outcome = await service.rerank(QUERY, DOCUMENTS, top_n=2, deadline=time.monotonic() + 120)
+        assert outcome.method == "cross-encoder" and len(outcome.order) == 2
+        assert len(outcome.scores) == len(DOCUMENTS)
+        assert outcome.order == sorted(range(3), key=lambda i: -outcome.scores[i])[:2]
+
+    anyio.run(scenario)
