@@ -9,8 +9,17 @@ app = typer.Typer(help="rrs: retrieve, rerank, serve.", no_args_is_help=True, ad
 
 def _register() -> None:
     # Subcommand modules attach themselves to `app`; imported here so `rrs --help` lists them all.
-    from cli import bench, bench_attention, bench_embed, bench_search, calibrate, eval, index, serve  # noqa: F401
-    from cli import bench_rerank  # noqa: F401
+    from cli import (  # noqa: F401
+        bench,
+        bench_attention,
+        bench_embed,
+        bench_rerank,
+        bench_search,
+        calibrate,
+        eval,
+        index,
+        serve,
+    )
 
 
 _register()
