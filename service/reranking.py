@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -229,3 +229,18 @@ class RerankService:
         return documents, counts
 
 
+
+
+def cascade_score_fn(service: RerankService) -> Callable[[str, list[str], str | None, str | None],
+                                                         Awaitable[tuple[str, list[float]]]]:
+    """`service/cascade.py`'s ScoreFn over this service: a missed deadline reads as a timeout there,
+    so the cascade keeps the first-stage order instead of failing the search."""
+
+    async def score(query: str, texts: list[str], method: str | None, model: str | None) -> tuple[str, list[float]]:
+        try:
+            outcome = await service.rerank(query, texts, method=method, model=model)
+        except DeadlineExceeded as exc:
+            raise TimeoutError(str(exc)) from None
+        return outcome.method, outcome.scores
+
+    return score

@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import DeadlineExceeded, InvalidRequest
 from service.metrics import Metrics
-from service.reranking import RerankService
+from service.reranking import RerankService, cascade_score_fn
 from service.settings import Settings
 
 QUERY = "how do cats purr"
@@ -57,5 +57,15 @@ def test_a_missed_deadline_answers_and_the_next_request_still_works(cross_encode
         assert outcome.method == "cross-encoder" and len(outcome.order) == 2
         assert len(outcome.scores) == len(DOCUMENTS)
         assert outcome.order == sorted(range(3), key=lambda i: -outcome.scores[i])[:2]
+
+    anyio.run(scenario)
+
+
+def test_the_cascade_sees_a_missed_deadline_as_a_timeout(cross_encoder_dir: Path) -> None:
+    score = cascade_score_fn(_service(cross_encoder_dir, rerank_timeout_s=0.01))
+
+    async def scenario() -> None:
+        with pytest.raises(TimeoutError):
+            await score(QUERY, DOCUMENTS, None, None)
 
     anyio.run(scenario)
