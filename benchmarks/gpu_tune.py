@@ -81,32 +81,52 @@ def make_batch(total: int, prefix_len: int, heads: int, kv_heads: int, dim: int,
             "cu_p": torch.tensor([0, prefix_len], dtype=torch.int32, device=DEVICE)}
 
 
-def check_correct(config: Any, dim: int, heads: int, kv_heads: int, per_tile: int | None, seed: int) -> float:
-    """bf16 rel err against float64 on the rounded inputs; NaN (poison left) fails."""
-    from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
-
+def check_call_correct(call: Any, dim: int, heads: int, kv_heads: int, causal: bool, seed: int) -> float:
+    """bf16 rel err of `call` (varlen_prefix_attention_triton's signature) against float64 on the rounded
+    inputs: ragged lengths with empty and block-edge sequences, three prefix groups; NaN (poison left) fails."""
     gen = torch.Generator().manual_seed(seed)
-    lengths = [1, *torch.randint(1, 700, (5,), generator=gen).tolist(), 0, 300]
+    lengths = [1, *torch.randint(1, 700, (5,), generator=gen).tolist(), 0, 300, 64, 65]
     if SMOKE:
         lengths = [1, 37, 0, 70]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
     t = int(cu[-1])
-    plens = torch.randint(1, 400 if not SMOKE else 40, (2,), generator=gen).tolist()
+    plens = [*torch.randint(1, 400 if not SMOKE else 40, (2,), generator=gen).tolist(), 128 if not SMOKE else 32]
     cu_p = torch.tensor([0, *torch.tensor(plens).cumsum(0).tolist()], dtype=torch.int32)
-    group = torch.randint(0, 2, (len(lengths),), generator=gen, dtype=torch.int32)
+    group = torch.randint(0, len(plens), (len(lengths),), generator=gen, dtype=torch.int32)
     x = {n: torch.randn(rows, h, dim, generator=gen, dtype=torch.float64).to(DTYPE).double()
          for n, rows, h in [("q", t, heads), ("k", t, kv_heads), ("v", t, kv_heads),
                             ("pk", int(cu_p[-1]), kv_heads), ("pv", int(cu_p[-1]), kv_heads)]}
-    ref = varlen_prefix_attention_reference(x["q"], x["k"], x["v"], cu, causal=True, prefix_k=x["pk"],
+    ref = varlen_prefix_attention_reference(x["q"], x["k"], x["v"], cu, causal=causal, prefix_k=x["pk"],
                                             prefix_v=x["pv"], cu_prefix_lens=cu_p, prefix_group=group)
     d = {n: a.to(DEVICE, DTYPE) for n, a in x.items()}
     out = torch.full_like(d["q"], float("nan"))
-    varlen_prefix_attention_triton(d["q"], d["k"], d["v"], cu.to(DEVICE), max(lengths), causal=True,
-                                   prefix_k=d["pk"], prefix_v=d["pv"], cu_prefix_lens=cu_p.to(DEVICE),
-                                   prefix_group=group.to(DEVICE), out=out, heads_per_tile=per_tile, config=config)
+    call(d["q"], d["k"], d["v"], cu.to(DEVICE), max(lengths), causal=causal, prefix_k=d["pk"], prefix_v=d["pv"],
+         cu_prefix_lens=cu_p.to(DEVICE), prefix_group=group.to(DEVICE), out=out)
     if out.isnan().any():
         return float("nan")
     return float((out.cpu().double() - ref).norm() / ref.norm())
+
+
+def check_correct(config: Any, dim: int, heads: int, kv_heads: int, per_tile: int | None, seed: int) -> float:
+    """The pointer kernel at one tiling and head packing, causal (see check_call_correct)."""
+    from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
+
+    def call(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return varlen_prefix_attention_triton(*args, heads_per_tile=per_tile, config=config, **kwargs)
+
+    return check_call_correct(call, dim, heads, kv_heads, True, seed)
+
+
+def measure_card() -> dict[str, Any]:
+    """Device facts and the measured bf16 matmul ceiling (8192^3, random data) for the same run."""
+    import triton
+
+    props = torch.cuda.get_device_properties(0)
+    device = {"name": props.name, "sms": props.multi_processor_count, "torch": torch.__version__,
+              "triton": triton.__version__, "capability": list(torch.cuda.get_device_capability())}
+    n = 8192
+    a, b = (torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16) for _ in range(2))
+    return {"device": device, "bf16_matmul_tflops": 2 * n**3 / bench_ms(lambda: a @ b, 300) / 1e9}
 
 
 def tune(dim: int, totals: list[int], prefix_len: int, budget_s: float, out: Path) -> None:
@@ -319,16 +339,7 @@ def main() -> None:
         for dim in CANDIDATES:
             CANDIDATES[dim] = [(64, 32, 4, 1), (64, 16, 4, 1)]
     if not SMOKE:
-        import triton
-
-        props = torch.cuda.get_device_properties(0)
-        RESULTS["device"] = {"name": props.name, "sms": props.multi_processor_count, "torch": torch.__version__,
-                             "triton": triton.__version__}
-        n = 8192
-        a, b = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16), torch.randn(n, n, device=DEVICE,
-                                                                                   dtype=torch.bfloat16)
-        RESULTS["bf16_matmul_tflops"] = 2 * n**3 / bench_ms(lambda: a @ b, 300) / 1e9
-        del a, b
+        RESULTS.update(measure_card())
     peak = RESULTS.get("bf16_matmul_tflops", float("nan"))
     print(json.dumps({k: RESULTS.get(k) for k in ("device", "bf16_matmul_tflops")}), flush=True)
     # d=128 (the goal) gets most of the budget; d=64 what is left before the finals

@@ -2,7 +2,7 @@
 
 Run as a subprocess by tests/test_kernels_*.py: the interpreter must be switched on before triton is
 first imported, which a pytest process that already imported triton elsewhere cannot guarantee.
-Usage: python tests/kernel_interpret_cases.py attention|topk
+Usage: python tests/kernel_interpret_cases.py attention|attention_tma|topk
 """
 
 from __future__ import annotations
@@ -51,10 +51,13 @@ def _ragged_lengths(gen: torch.Generator, count: int) -> list[int]:
     return [1, *lengths, 0, 300][: count + 3]
 
 
-def run_attention() -> dict[str, dict[str, float]]:
+def run_attention(kernel: str = "pointer") -> dict[str, dict[str, float]]:
+    """Every case through the pointer kernel (`varlen_fwd`) or the TMA-descriptor one (`varlen_fwd_tma`)."""
     from kernels.attention.reference import varlen_prefix_attention_reference
     from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
+    from kernels.attention.varlen_fwd_tma import varlen_prefix_attention_tma
 
+    launch = varlen_prefix_attention_tma if kernel == "tma" else varlen_prefix_attention_triton
     results = {}
     for i, (name, dim, heads, kv_heads, causal, groups, dtype) in enumerate(ATTENTION_CASES):
         gen = torch.Generator().manual_seed(1000 + i)
@@ -74,7 +77,7 @@ def run_attention() -> dict[str, dict[str, float]]:
                           cu_prefix_lens=cu_p,
                           prefix_group=torch.randint(0, groups, (len(lengths),), generator=gen, dtype=torch.int32))
         out = torch.full_like(q, float("nan"))  # poisoned: an unwritten row stays NaN and fails
-        varlen_prefix_attention_triton(q, k, v, cu, max(lengths), causal=causal, out=out, **prefix)
+        launch(q, k, v, cu, max(lengths), causal=causal, out=out, **prefix)
         ref = varlen_prefix_attention_reference(
             q.double(), k.double(), v.double(), cu, causal=causal,
             **{n: (t.double() if t.is_floating_point() else t) for n, t in prefix.items()})
@@ -109,4 +112,5 @@ def run_topk() -> dict[str, dict[str, float]]:
 
 if __name__ == "__main__":
     which = sys.argv[1]
-    print(json.dumps(run_attention() if which == "attention" else run_topk()))
+    runs = {"attention": run_attention, "attention_tma": lambda: run_attention("tma"), "topk": run_topk}
+    print(json.dumps(runs[which]()))

@@ -24,22 +24,39 @@ FP32_BOUND = 1e-5  # float32 arithmetic lands far under 1e-3 (METHOD.md); the ke
 FP16_BOUND = 2e-3  # fp16 operands and fp16 probabilities into the second dot
 
 
-@pytest.fixture(scope="module")
-def interpreted_results() -> dict[str, dict[str, float]]:
+def _interpret(which: str) -> dict[str, dict[str, float]]:
     """One interpreter process runs every case (TRITON_INTERPRET must precede the triton import)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, str(CASES_SCRIPT), "attention"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(CASES_SCRIPT), which], capture_output=True, text=True,
                           env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c[0] for c in ATTENTION_CASES])
-def test_triton_kernel_matches_float64_reference(interpreted_results: dict, case: tuple) -> None:
-    name, dtype = case[0], case[-1]
-    result = interpreted_results[name]
+@pytest.fixture(scope="module")
+def interpreted_results() -> dict[str, dict[str, float]]:
+    return _interpret("attention")
+
+
+@pytest.fixture(scope="module")
+def interpreted_tma_results() -> dict[str, dict[str, float]]:
+    """The Hopper TMA-descriptor variant: the interpreter emulates the descriptors' zero-filled loads."""
+    return _interpret("attention_tma")
+
+
+def _assert_case(result: dict[str, float], dtype: torch.dtype) -> None:
     assert result["nan"] == 0, "kernel left rows unwritten (poisoned NaN survived)"
     assert result["rel_err"] < (FP32_BOUND if dtype == torch.float32 else FP16_BOUND)
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c[0] for c in ATTENTION_CASES])
+def test_triton_kernel_matches_float64_reference(interpreted_results: dict, case: tuple) -> None:
+    _assert_case(interpreted_results[case[0]], case[-1])
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c[0] for c in ATTENTION_CASES])
+def test_tma_kernel_matches_float64_reference(interpreted_tma_results: dict, case: tuple) -> None:
+    _assert_case(interpreted_tma_results[case[0]], case[-1])
 
 
 def _packed(lengths: list[int], heads: int, kv_heads: int, dim: int, seed: int) -> tuple[torch.Tensor, ...]:
@@ -80,6 +97,33 @@ def test_packed_sequences_do_not_see_each_other() -> None:
     packed = varlen_prefix_attention(q, k, v, cu, 50, causal=False)
     alone = varlen_prefix_attention(q[30:], k[30:], v[30:], torch.tensor([0, 50]), 50, causal=False)
     assert torch.allclose(packed[30:], alone, atol=1e-12)
+
+
+_TMA_GATE_SCRIPT = """
+import torch
+from kernels.attention.varlen_fwd_tma import tma_supported, varlen_prefix_attention_tma
+q, k, v = torch.randn(12, 4, 64), torch.randn(12, 2, 64), torch.randn(12, 2, 64)
+cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+assert not tma_supported(q, k, v)
+try:
+    varlen_prefix_attention_tma(q, k, v, cu, 7)
+except RuntimeError as exc:
+    assert "TMA" in str(exc)
+else:
+    raise AssertionError("launched on CPU")
+print("gated")
+"""
+
+
+def test_tma_variant_refuses_cpu_tensors_outside_the_interpreter() -> None:
+    """Host-side gate of the Hopper variant: no CUDA sm90 device, no launch (the caller falls back).
+
+    A fresh process without TRITON_INTERPRET: this module's import of the interpreter cases sets it.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _TMA_GATE_SCRIPT], capture_output=True, text=True, env=env,
+                          cwd=str(CASES_SCRIPT.parents[1]), timeout=120, check=False)
+    assert done.returncode == 0 and "gated" in done.stdout, done.stderr[-2000:]
 
 
 def test_dispatcher_uses_exact_path_on_cpu() -> None:

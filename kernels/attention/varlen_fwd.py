@@ -20,6 +20,7 @@ loop is the exact merge of the two partial softmaxes: both update the same runni
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -47,6 +48,22 @@ def _hopper_configs() -> list[triton.Config]:
 
 
 @triton.jit
+def _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION: tl.constexpr):
+    """Fold one block of masked raw scores and its values into (acc, l_i, m_i), base-2 softmax.
+
+    Every row sees at least one valid key in every block it visits (block starts are in range and left
+    of the row), so the new max is finite and exp2 never sees (-inf) - (-inf).
+    """
+    m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+    p = tl.exp2(qk * qk_scale - m_ij[:, None])
+    alpha = tl.exp2(m_i - m_ij)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+    return acc, l_i, m_ij
+
+
+@triton.jit
 def _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, lo, hi, n_limit,
                        offs_m, offs_d, qk_scale,
                        BLOCK_N: tl.constexpr, MASK_MODE: tl.constexpr, DOT_PRECISION: tl.constexpr):
@@ -67,16 +84,47 @@ def _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, l
         if MASK_MODE == 2:
             keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_limit)
             qk = tl.where(keep, qk, float("-inf"))
-        # Every row sees at least one valid key in every block it visits (block starts are in
-        # range and left of the row), so m_ij is finite and exp2 never sees (-inf) - (-inf).
-        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.exp2(qk * qk_scale - m_ij[:, None])
-        alpha = tl.exp2(m_i - m_ij)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-        m_i = m_ij
+        acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION)
     return acc, l_i, m_i
+
+
+@triton.jit
+def _program_tile(cu_seqlens, num_kv_heads, heads_per_kv, heads_per_tile, BLOCK_M: tl.constexpr):
+    """This program's (sequence, KV head, first query head, sequence start and length, first position)."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    tiles_per_kv = heads_per_kv // heads_per_tile
+    seq = pid_bh // (num_kv_heads * tiles_per_kv)
+    kv_head = (pid_bh // tiles_per_kv) % num_kv_heads
+    first_head = kv_head * heads_per_kv + (pid_bh % tiles_per_kv) * heads_per_tile
+    seq_start = tl.load(cu_seqlens + seq).to(tl.int64)
+    seq_len = (tl.load(cu_seqlens + seq + 1) - tl.load(cu_seqlens + seq)).to(tl.int32)
+    m_start = pid_m * (BLOCK_M // heads_per_tile)
+    return seq, kv_head, first_head, seq_start, seq_len, m_start
+
+
+@triton.jit
+def _load_q_tile(Q, seq_start, seq_len, m_start, first_head, heads_per_tile, stride_qt, stride_qh,
+                 BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Gather the tile's query rows: row r is position m_start + r // heads_per_tile of head r % heads_per_tile."""
+    positions = BLOCK_M // heads_per_tile
+    rows = tl.arange(0, BLOCK_M)
+    offs_m = m_start + rows // heads_per_tile  # each row's query position (what causal compares)
+    heads = first_head + rows % heads_per_tile
+    offs_d = tl.arange(0, HEAD_DIM)
+    # rows past positions * heads_per_tile (heads_per_tile not dividing BLOCK_M) belong to the next tile
+    row_ok = ((offs_m < seq_len) & (rows < positions * heads_per_tile))[:, None]
+    row_off = (seq_start + offs_m[:, None]) * stride_qt + heads[:, None].to(tl.int64) * stride_qh
+    q = tl.load(Q + row_off + offs_d[None, :], mask=row_ok, other=0.0)
+    return q, offs_m, heads, row_ok
+
+
+@triton.jit
+def _store_o_tile(Out, acc, l_i, seq_start, offs_m, heads, row_ok, stride_ot, stride_oh, HEAD_DIM: tl.constexpr):
+    """Normalise by the softmax row sums and scatter the tile's rows back to (tokens, heads, d)."""
+    out = acc / l_i[:, None]
+    o_off = (seq_start + offs_m[:, None]) * stride_ot + heads[:, None].to(tl.int64) * stride_oh
+    tl.store(Out + o_off + tl.arange(0, HEAD_DIM)[None, :], out.to(Out.dtype.element_ty), mask=row_ok)
 
 
 @triton.autotune(configs=_hopper_configs(), key=["HEAD_DIM", "IS_CAUSAL", "HAS_PREFIX", "DOT_PRECISION"])
@@ -91,28 +139,14 @@ def _varlen_prefix_attention_fwd(
     HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr,
     DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    tiles_per_kv = heads_per_kv // heads_per_tile
-    seq = pid_bh // (num_kv_heads * tiles_per_kv)
-    kv_head = (pid_bh // tiles_per_kv) % num_kv_heads
-    first_head = kv_head * heads_per_kv + (pid_bh % tiles_per_kv) * heads_per_tile
-
-    seq_start = tl.load(cu_seqlens + seq).to(tl.int64)
-    seq_len = (tl.load(cu_seqlens + seq + 1) - tl.load(cu_seqlens + seq)).to(tl.int32)
+    seq, kv_head, first_head, seq_start, seq_len, m_start = _program_tile(
+        cu_seqlens, num_kv_heads, heads_per_kv, heads_per_tile, BLOCK_M)
     positions = BLOCK_M // heads_per_tile  # query positions per tile
-    m_start = pid_m * positions
-    if m_start >= seq_len:  # grid is sized for the longest sequence
+    if m_start >= seq_len:  # grid is sized for the longest sequence (also skips empty sequences)
         return
-
-    rows = tl.arange(0, BLOCK_M)
-    offs_m = m_start + rows // heads_per_tile  # each row's query position (what causal compares)
-    heads = first_head + rows % heads_per_tile
+    q, offs_m, heads, row_ok = _load_q_tile(Q, seq_start, seq_len, m_start, first_head, heads_per_tile,
+                                            stride_qt, stride_qh, BLOCK_M, HEAD_DIM)
     offs_d = tl.arange(0, HEAD_DIM)
-    # rows past positions * heads_per_tile (heads_per_tile not dividing BLOCK_M) belong to the next tile
-    row_ok = ((offs_m < seq_len) & (rows < positions * heads_per_tile))[:, None]
-    row_off = (seq_start + offs_m[:, None]) * stride_qt + heads[:, None].to(tl.int64) * stride_qh
-    q = tl.load(Q + row_off + offs_d[None, :], mask=row_ok, other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -156,9 +190,7 @@ def _varlen_prefix_attention_fwd(
                                            full_end, seq_len, seq_len, offs_m, offs_d, qk_scale,
                                            BLOCK_N, 1, DOT_PRECISION)
 
-    out = acc / l_i[:, None]
-    o_off = (seq_start + offs_m[:, None]) * stride_ot + heads[:, None].to(tl.int64) * stride_oh
-    tl.store(Out + o_off + offs_d[None, :], out.to(Out.dtype.element_ty), mask=row_ok)
+    _store_o_tile(Out, acc, l_i, seq_start, offs_m, heads, row_ok, stride_ot, stride_oh, HEAD_DIM)
 
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -180,28 +212,36 @@ def _check_packed(name: str, t: torch.Tensor, dtype: torch.dtype, head_dim: int)
         raise ValueError(f"{name} must be contiguous in head_dim")
 
 
-def varlen_prefix_attention_triton(
+@dataclass
+class PackedLaunch:
+    """Validated launch arguments shared by this kernel and the TMA variant (`varlen_fwd_tma`)."""
+
+    prefix_k: torch.Tensor
+    prefix_v: torch.Tensor
+    cu_prefix_lens: torch.Tensor
+    prefix_group: torch.Tensor
+    has_prefix: bool
+    num_seqs: int
+    num_kv_heads: int
+    heads_per_kv: int
+    heads_per_tile: int
+    scale: float
+    precision: str
+
+
+def prepare_launch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     cu_seqlens: torch.Tensor,
-    max_seqlen: int,
-    *,
-    causal: bool = True,
-    sm_scale: float | None = None,
-    prefix_k: torch.Tensor | None = None,
-    prefix_v: torch.Tensor | None = None,
-    cu_prefix_lens: torch.Tensor | None = None,
-    prefix_group: torch.Tensor | None = None,
-    out: torch.Tensor | None = None,
-    heads_per_tile: int | None = None,
-    config: triton.Config | None = None,
-) -> torch.Tensor:
-    """Launch the kernel; shapes as in the module docstring. Returns (total_tokens, heads, head_dim).
-
-    `heads_per_tile` (a divisor of heads // kv_heads; default `default_heads_per_tile`) and `config`
-    (a fixed tiling instead of the autotuned one) exist for benchmarks that compare variants.
-    """
+    sm_scale: float | None,
+    prefix_k: torch.Tensor | None,
+    prefix_v: torch.Tensor | None,
+    cu_prefix_lens: torch.Tensor | None,
+    prefix_group: torch.Tensor | None,
+    heads_per_tile: int | None,
+) -> PackedLaunch:
+    """Check shapes/dtypes, fill the prefix placeholders and pick the head packing."""
     total, num_heads, head_dim = q.shape
     if head_dim not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {head_dim} not in {SUPPORTED_HEAD_DIMS}")
@@ -230,10 +270,7 @@ def varlen_prefix_attention_triton(
         prefix_k, prefix_v = k, v
         cu_prefix_lens = cu_seqlens
         prefix_group = cu_seqlens
-    if out is None:
-        out = torch.empty_like(q)
-    if total == 0 or num_seqs == 0:
-        return out
+    assert prefix_v is not None and cu_prefix_lens is not None and prefix_group is not None
     scale = float(sm_scale) if sm_scale is not None else head_dim ** -0.5
     # fp32 inputs get exact fp32 dots (the model's exact path); halves use the tensor cores.
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
@@ -241,25 +278,60 @@ def varlen_prefix_attention_triton(
     per_tile = default_heads_per_tile(heads_per_kv) if heads_per_tile is None else heads_per_tile
     if heads_per_kv % per_tile or per_tile > MAX_HEADS_PER_TILE:
         raise ValueError(f"heads_per_tile {per_tile} must divide {heads_per_kv} and be <= {MAX_HEADS_PER_TILE}")
+    return PackedLaunch(prefix_k, prefix_v, cu_prefix_lens, prefix_group, has_prefix, num_seqs, num_kv_heads,
+                        heads_per_kv, per_tile, scale, precision)
+
+
+def varlen_prefix_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    *,
+    causal: bool = True,
+    sm_scale: float | None = None,
+    prefix_k: torch.Tensor | None = None,
+    prefix_v: torch.Tensor | None = None,
+    cu_prefix_lens: torch.Tensor | None = None,
+    prefix_group: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    heads_per_tile: int | None = None,
+    config: triton.Config | None = None,
+) -> torch.Tensor:
+    """Launch the kernel; shapes as in the module docstring. Returns (total_tokens, heads, head_dim).
+
+    `heads_per_tile` (a divisor of heads // kv_heads; default `default_heads_per_tile`) and `config`
+    (a fixed tiling instead of the autotuned one) exist for benchmarks that compare variants.
+    """
+    total, num_heads, head_dim = q.shape
+    a = prepare_launch(q, k, v, cu_seqlens, sm_scale, prefix_k, prefix_v, cu_prefix_lens, prefix_group,
+                       heads_per_tile)
+    if out is None:
+        out = torch.empty_like(q)
+    if total == 0 or a.num_seqs == 0:
+        return out
+    per_tile = a.heads_per_tile
 
     def grid(meta: dict) -> tuple[int, int]:
         positions = meta["BLOCK_M"] // per_tile
-        return (triton.cdiv(max(int(max_seqlen), 1), positions), num_seqs * num_heads // per_tile)
+        return (triton.cdiv(max(int(max_seqlen), 1), positions), a.num_seqs * num_heads // per_tile)
 
     kernel = _varlen_prefix_attention_fwd
     launch_options: dict = {}
     if config is not None:  # the bare jit function with this tiling, bypassing autotune
         kernel = _varlen_prefix_attention_fwd.fn
         launch_options = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+    pk, pv = a.prefix_k, a.prefix_v
     kernel[grid](
-        q, k, v, prefix_k, prefix_v, out,
-        cu_seqlens, cu_prefix_lens, prefix_group,
-        scale,
+        q, k, v, pk, pv, out,
+        cu_seqlens, a.cu_prefix_lens, a.prefix_group,
+        a.scale,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
+        pk.stride(0), pk.stride(1), pv.stride(0), pv.stride(1),
         out.stride(0), out.stride(1),
-        num_kv_heads, heads_per_kv, per_tile,
-        HEAD_DIM=head_dim, IS_CAUSAL=causal, HAS_PREFIX=has_prefix, DOT_PRECISION=precision,
+        a.num_kv_heads, a.heads_per_kv, per_tile,
+        HEAD_DIM=head_dim, IS_CAUSAL=causal, HAS_PREFIX=a.has_prefix, DOT_PRECISION=a.precision,
         **launch_options,
     )
     return out
