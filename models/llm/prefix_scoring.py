@@ -150,8 +150,12 @@ ENGINES = ("cache", "packed", "padded")
 
 
 def make_scorer(model: PreTrainedModel, engine: str = "auto",
-                token_budget: int = DEFAULT_TOKEN_BUDGET) -> HiddenStateScorer:
-    """The engine by name; `auto` is packed on CUDA when its kernels import, else the cache engine."""
+                token_budget: int | None = None) -> HiddenStateScorer:
+    """The engine by name; `auto` is packed on CUDA when its kernels import, else the cache engine.
+
+    `token_budget` None keeps each engine's own default (packed batches carry no padding, so theirs
+    is larger).
+    """
     device = next(model.parameters()).device
     if engine == "auto":
         engine = "cache"
@@ -162,13 +166,13 @@ def make_scorer(model: PreTrainedModel, engine: str = "auto",
             except ImportError as exc:  # Triton or the kernels missing: the cache engine is exact too
                 logger.info("packed scoring unavailable (%s); using the prefix-cache engine", exc)
     if engine == "cache":
-        return PrefixScorer(model, token_budget)
+        return PrefixScorer(model, token_budget or DEFAULT_TOKEN_BUDGET)
     if engine == "padded":
-        return PaddedScorer(model, token_budget)
+        return PaddedScorer(model, token_budget or DEFAULT_TOKEN_BUDGET)
     if engine == "packed":
         from models.llm.packed_scoring import PackedPrefixScorer
 
-        return PackedPrefixScorer(model, token_budget=token_budget)
+        return PackedPrefixScorer(model, **({"token_budget": token_budget} if token_budget else {}))
     raise ValueError(f"unknown scoring engine {engine!r}; valid: auto, {', '.join(ENGINES)}")
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from models.llm.loading import CausalLM
-from models.llm.prefix_scoring import DEFAULT_TOKEN_BUDGET, HiddenStateScorer, label_logits, make_scorer
+from models.llm.prefix_scoring import HiddenStateScorer, label_logits, make_scorer
 from models.rerankers.base import Reranker
 
 _SENTINEL = "\u2063RRS-VARYING-PART\u2063"
@@ -51,7 +51,7 @@ def suffix_ids(lm: CausalLM, parts: PromptParts, varying: str) -> list[int]:
 class LLMReranker(Reranker):
     """A reranker driven by one causal LM, with the hidden-state engine chosen once."""
 
-    def __init__(self, lm: CausalLM, *, engine: str = "auto", token_budget: int = DEFAULT_TOKEN_BUDGET,
+    def __init__(self, lm: CausalLM, *, engine: str = "auto", token_budget: int | None = None,
                  max_doc_tokens: int = 512) -> None:
         self.lm = lm
         self.model_name = lm.name
