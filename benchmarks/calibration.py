@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from indexing.calibration.dataset import labelled_queries, read_qrels
-from indexing.calibration.evaluation import METHODS, MethodReport, cross_validate, default_grid
-from indexing.calibration.features import candidate_features
+from indexing.calibration.evaluation import METHODS, MethodReport, cross_validate, default_grid, topic_density_grid
+from indexing.calibration.features import TOPIC_SIZES, candidate_features, topic_centre
 from indexing.calibration.metrics import choose_threshold, filter_metrics
 from indexing.calibration.model import CalibratorConfig, LabelledQuery
 from indexing.calibration.report import LABELS, markdown_table, write_report
@@ -76,12 +76,22 @@ def embed_dataset(dataset: Path, model_name: str = DEFAULT_MODEL, cache_dir: Pat
 def dense_candidates(
     data: EmbeddedDataset, depth: int = 100, min_grade: int = 2
 ) -> tuple[list[LabelledQuery], np.ndarray]:
-    """Exact-cosine top-`depth` candidates of every judged query, plus unjudged query embeddings."""
+    """Exact-cosine top-`depth` candidates of every judged query, plus unjudged query embeddings.
+
+    Each query also gets its topic neighbours for every m in TOPIC_SIZES: the top-`depth` corpus
+    scores of the centre of its top-m candidates (what serving gets from one more index search).
+    """
     scores = data.query_emb @ data.doc_emb.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
     ids = [[data.doc_ids[j] for j in row] for row in top]
     cand_scores = [scores[i, row] for i, row in enumerate(top)]
     queries = labelled_queries(data.query_ids, data.query_emb, ids, cand_scores, data.qrels, min_grade)
+    row_of = {qid: i for i, qid in enumerate(data.query_ids)}
+    for q in queries:
+        ranked = data.doc_emb[top[row_of[q.query_id]]]
+        centres = np.stack([topic_centre(ranked[:m]) for m in TOPIC_SIZES])
+        neighbours = -np.sort(-(centres @ data.doc_emb.T), axis=1)[:, :depth]
+        q.topic_neighbours = dict(zip(TOPIC_SIZES, neighbours, strict=True))
     labelled = {q.query_id for q in queries}
     unlabelled = np.array([e for qid, e in zip(data.query_ids, data.query_emb, strict=True) if qid not in labelled])
     return queries, unlabelled.reshape(-1, data.query_emb.shape[1])
@@ -94,6 +104,15 @@ def embedding_only_report(
     grid = [CalibratorConfig("power", "embedding", l2) for l2 in (0.003, 0.03, 0.3)]
     report = cross_validate(queries, "adapter", folds, seed, target, grid, unlabelled)
     report.name = "adapter_embedding_only"
+    return report
+
+
+def topic_density_report(
+    queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
+) -> MethodReport:
+    """The calibrator whose grid also offers score shape + topic density (m in TOPIC_SIZES, inner CV)."""
+    report = cross_validate(queries, "adapter", folds, seed, target, topic_density_grid(), unlabelled)
+    report.name = "adapter_topic_density"
     return report
 
 
@@ -139,6 +158,7 @@ def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int
 
 
 LABELS.setdefault("adapter_embedding_only", "calibrator, query embedding only (paper's choice)")
+LABELS.setdefault("adapter_topic_density", "calibrator, grid + topic density (m by inner CV)")
 LABELS.setdefault("oracle_base_rate", "diagnostic: oracle per-query base rate (reads test labels)")
 
 
@@ -164,6 +184,7 @@ def main() -> None:
         for m in METHODS
     ]
     reports.append(embedding_only_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
+    reports.append(topic_density_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
     diagnostic = oracle_base_rate_report(queries, args.folds, args.seed)
     table = markdown_table([*reports, diagnostic])
     print(table)
@@ -174,9 +195,11 @@ def main() -> None:
     print(f"cross-validated R^2 of the per-query logit share relevant from the list features: {r2:.3f}")
     spread: dict[str, list[tuple[float, float, float | None]]] = {}
     for seed in [args.seed] + [int(v) for v in args.extra_seeds.split(",") if v.strip()]:
-        for m in ("cosine_cutoff", "platt", "adapter"):
+        for m in ("cosine_cutoff", "platt", "adapter", "adapter_topic_density"):
             if seed == args.seed:
                 r = next(r for r in reports if r.name == m)
+            elif m == "adapter_topic_density":
+                r = topic_density_report(queries, args.folds, seed, args.target_precision, unlabelled)
             else:
                 r = cross_validate(queries, m, args.folds, seed, args.target_precision, default_grid(), unlabelled)
             spread.setdefault(m, []).append((r.metrics.precision_at_recall_80, r.metrics.roc_auc, r.metrics.ece))

@@ -36,6 +36,10 @@ def calibrate(
     report_dir: Path = typer.Option(None, help="Where the report goes (default: <collection>/calibration/)."),
     data_dir: Path = typer.Option(None, help="Data directory (default RRS_DATA_DIR, as the server)."),
     device: str = typer.Option("auto", help="Device for embedding the queries."),
+    topic_density: bool = typer.Option(
+        False,
+        help="Also offer CV the topic-density feature (one more index search per calibrated query when serving).",
+    ),
 ) -> None:
     """Fit (with --dataset), install (--apply) or export (--export) a collection's relevance calibration.
 
@@ -78,6 +82,7 @@ def calibrate(
                 seed,
                 report_dir or folder / "calibration",
                 device,
+                topic_density,
             )
             install_calibration(coll, calibration)
             typer.echo(f"{collection}: calibration stored in {folder / 'manifest.json'}")
@@ -105,15 +110,18 @@ def _fit(
     seed: int,
     report_dir: Path,
     device: str,
+    topic_density: bool = False,
 ):  # noqa: ANN202
     """Retrieve top-`depth` for every judged query, cross-validate all methods, fit the calibrator."""
     import numpy as np
 
     from indexing.calibration.dataset import labelled_queries, read_qrels
-    from indexing.calibration.evaluation import METHODS, cross_validate, default_grid
+    from indexing.calibration.evaluation import METHODS, cross_validate, default_grid, topic_density_grid
     from indexing.calibration.families import FAMILIES
+    from indexing.calibration.features import TOPIC_SIZES
     from indexing.calibration.relevance import fit_calibration
     from indexing.calibration.report import markdown_table, write_report
+    from indexing.calibration.serving import topic_neighbour_scores
     from models.embedder import load_embedder
 
     if family is not None and family not in FAMILIES:
@@ -135,7 +143,14 @@ def _fit(
     queries = labelled_queries([str(r["_id"]) for r in rows], vectors, cand_ids, cand_scores, qrels, min_grade)
     if len(queries) < folds:
         raise ValueError(f"dataset: {len(queries)} queries have a relevant candidate; need at least {folds}")
-    grid = default_grid((family,) if family else ("linear", "power"), n_candidates=depth)
+    families = (family,) if family else ("linear", "power")
+    grid = default_grid(families, n_candidates=depth)
+    if topic_density:
+        sizes = tuple(m for m in TOPIC_SIZES if m <= depth)
+        row_of = {str(r["_id"]): i for i, r in enumerate(rows)}
+        for q in queries:
+            q.topic_neighbours = topic_neighbour_scores(coll, vids[row_of[q.query_id]], sizes, depth)
+        grid = topic_density_grid(families, depth, sizes)
     typer.echo(
         f"{coll.name}: {len(queries)} labelled queries, {sum(len(q.scores) for q in queries)} pairs; "
         f"{folds}-fold CV by query over {len(grid)} calibrator settings ..."

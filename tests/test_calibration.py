@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
-from indexing.calibration.evaluation import cross_validate, default_grid
+from indexing.calibration.evaluation import cross_validate, default_grid, select_config, topic_density_grid
 from indexing.calibration.families import FAMILIES, transform
+from indexing.calibration.features import TOPIC_SIZES, topic_centre, topic_density
 from indexing.calibration.metrics import choose_threshold, expected_calibration_error, filter_metrics
 from indexing.calibration.model import CalibratorConfig, LabelledQuery, QueryDependentCalibrator
 from indexing.calibration.relevance import CalibrationError, ModelMismatch, RelevanceCalibration, fit_calibration
@@ -132,7 +133,9 @@ def test_round_trip_with_embedding_projection(synthetic: tuple) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"schema_version": 2},
+        {"schema_version": 99},
+        {"topic_size": -1},
+        {"topic_size": 5},  # no topic_density in feature_names
         {"family": "cubic"},
         {"exponent": -1.0},
         {"exponent": 2.0},  # fixed family with the wrong exponent
@@ -186,3 +189,108 @@ def test_baselines_share_the_code_path(synthetic: tuple) -> None:
     top_k = reports["top_k"]
     kept = {int((p >= t).sum()) for p, t in zip(top_k.predictions, top_k.thresholds, strict=True)}
     assert len(kept) <= 4  # one k per outer fold
+
+
+# ----- topic density: a corpus statistic, computed the same way when fitting and when serving -----
+def topic_queries(n_queries: int, seed: int) -> list[LabelledQuery]:
+    """Lists whose share relevant is set by how crowded the query's topic is in the corpus.
+
+    The score shape is the same for every query; only the neighbour counts of the topic centre (what
+    `topic_density` reads) carry the prior, so a calibrator can only separate queries through it.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_queries):
+        scores = np.sort(np.clip(0.45 + 0.1 * rng.standard_normal(50), -1, 1))[::-1]
+        crowded = rng.uniform()
+        labels = (rng.uniform(size=50) < expit(10 * (scores - 0.45) + 6 * (crowded - 0.5))).astype(float)
+        neighbours = {}
+        for m in TOPIC_SIZES:
+            inside = int(1 + crowded * 48)  # passages at least as close to the centre as the m-th hit
+            radius = scores[m - 1]
+            neighbours[m] = np.r_[np.full(inside, radius + 0.05), np.full(50 - inside, radius - 0.2)]
+        emb = rng.standard_normal(DIM).astype(np.float32)
+        out.append(LabelledQuery(f"t{i}", emb / np.linalg.norm(emb), scores, labels, neighbours))
+    return out
+
+
+def test_topic_density_counts_passages_inside_the_querys_own_radius() -> None:
+    candidates = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    neighbours = np.array([0.95, 0.85, 0.75, 0.69, 0.3])
+    assert topic_density(neighbours, candidates, 3) == pytest.approx(np.log1p(3))  # radius 0.7
+    assert topic_density(neighbours, candidates, 5) == pytest.approx(np.log1p(4))  # radius 0.5
+    # Scale-free: shifting every similarity by the same amount changes nothing.
+    assert topic_density(neighbours - 0.3, candidates - 0.3, 3) == topic_density(neighbours, candidates, 3)
+    centre = topic_centre(np.array([[1.0, 0.0], [0.0, 1.0]]))
+    np.testing.assert_allclose(centre, [2**-0.5, 2**-0.5])
+
+
+def test_cross_validation_picks_topic_density_when_it_carries_the_prior() -> None:
+    queries = topic_queries(60, seed=5)
+    grid = topic_density_grid(("linear",), n_candidates=50)
+    selection = select_config(queries, grid, n_folds=4)
+    assert selection.config.topic_size in TOPIC_SIZES
+    by_config = dict(selection.log_loss_by_config)
+    no_density = min(loss for c, loss in by_config.items() if c.topic_size == 0)
+    assert by_config[selection.config] < no_density - 0.01
+
+
+def test_topic_density_round_trip_and_old_payloads(synthetic: tuple) -> None:
+    queries = topic_queries(40, seed=6)
+    config = CalibratorConfig("linear", "scores", 0.03, n_candidates=50, topic_size=10)
+    calibration = fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3)
+    data = json.loads(json.dumps(calibration.to_dict()))
+    assert data["schema_version"] == 2 and data["topic_size"] == 10 and data["feature_names"][-1] == "topic_density"
+    restored = RelevanceCalibration.from_dict(data)
+    q = queries[0]
+    topic = q.topic_neighbour_scores(10)
+    np.testing.assert_allclose(
+        restored.apply(q.scores, None, q.scores, topic), calibration.apply(q.scores, None, q.scores, topic)
+    )
+    with pytest.raises(ValueError, match="neighbour scores"):
+        restored.apply(q.scores, None, q.scores)
+    with pytest.raises(CalibrationError):  # version 1 had no topic density
+        RelevanceCalibration.from_dict({**data, "schema_version": 1})
+
+
+def test_version_1_payload_still_loads(fitted: RelevanceCalibration, synthetic: tuple) -> None:
+    old = {k: v for k, v in fitted.to_dict().items() if k != "topic_size"} | {"schema_version": 1}
+    restored = RelevanceCalibration.from_dict(old)
+    assert restored.topic_size == 0
+    q = synthetic[1][0]
+    np.testing.assert_allclose(
+        restored.apply(q.scores, q.embedding, q.scores), fitted.apply(q.scores, q.embedding, q.scores)
+    )
+
+
+def test_serving_computes_topic_density_from_the_collection_index(tmp_path) -> None:
+    """The hook's one extra search (centre of the top-m hits) matches exact cosine over the corpus."""
+    from indexing.calibration.serving import install_calibration, topic_neighbour_scores
+    from indexing.collection import Collection, CollectionConfig
+    from indexing.store import Document
+
+    rng = np.random.default_rng(7)
+    corpus = rng.standard_normal((300, DIM)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    coll = Collection.create(tmp_path / "c", CollectionConfig("c", MODEL, DIM, index_kind="flat"))
+    try:
+        coll.upsert([Document(f"d{i}", f"passage {i}") for i in range(len(corpus))], corpus)
+        query = corpus[0] + 0.3 * corpus[1]
+        query /= np.linalg.norm(query)
+        [result] = coll.search(query[None, :], 50)
+        vids = np.array([h.vid for h in result.hits])
+        got = topic_neighbour_scores(coll, vids, (5, 10), 50)
+        exact = query @ corpus.T
+        order = np.argsort(-exact)
+        for m in (5, 10):
+            expected = np.sort(corpus @ topic_centre(corpus[order[:m]]))[::-1][:50]
+            np.testing.assert_allclose(got[m], expected, atol=1e-5)
+
+        queries = topic_queries(40, seed=8)
+        config = CalibratorConfig("linear", "scores", 0.03, n_candidates=50, topic_size=5)
+        calibration = install_calibration(coll, fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3))
+        [served] = coll.search(query[None, :], 50, min_relevance=0.0)
+        want = calibration.apply(exact[order[:50]], query, exact[order[:50]], got[5])
+        np.testing.assert_allclose([h.relevance for h in served.hits], want, rtol=1e-5)
+    finally:
+        coll.close()

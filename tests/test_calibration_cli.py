@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from indexing.batch import index_file
+from indexing.calibration.schema import SCHEMA_VERSION
 from indexing.collection import Collection, CollectionConfig
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -121,7 +122,7 @@ def test_fit_export_apply_and_refuse_other_model(tmp_path: Path, beir_dir: Path,
     assert (payload["embedding_model"], payload["embedding_dim"], payload["family"]) == (MODEL, 384, "linear")
     manifest = json.loads((data / "collections" / "labelled" / "manifest.json").read_text())
     assert manifest["calibration"] == payload  # stored with the collection, versioned
-    assert payload["schema_version"] == 1 and payload["fitted_on"]["n_queries"] == 10
+    assert payload["schema_version"] == SCHEMA_VERSION and payload["fitted_on"]["n_queries"] == 10
 
     result = runner.invoke(app, ["calibrate", "-c", "unlabelled", "--apply", str(exported), "--data-dir", str(data)])
     assert result.exit_code == 0, result.output

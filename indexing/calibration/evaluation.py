@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import KFold
 
+from indexing.calibration.features import TOPIC_SIZES
 from indexing.calibration.metrics import FilterMetrics, choose_threshold, filter_metrics
 from indexing.calibration.model import CalibratorConfig, LabelledQuery, QueryDependentCalibrator
 
@@ -22,12 +23,36 @@ Predictor = Callable[[LabelledQuery], np.ndarray]
 Fitter = Callable[[Sequence[LabelledQuery]], Predictor]
 
 
+L2_GRID: tuple[float, ...] = (0.003, 0.03, 0.3)
+
+
 def default_grid(families: Sequence[str] = ("linear", "power"), n_candidates: int = 100) -> list[CalibratorConfig]:
     """The hyper-parameters cross-validation chooses among; `none` is global Platt on g(x)."""
     grid = [CalibratorConfig(f, "none", 0.0, n_candidates=n_candidates) for f in families]
-    for family, features, l2 in itertools.product(families, ("scores", "scores+embedding"), (0.003, 0.03, 0.3)):
+    for family, features, l2 in itertools.product(families, ("scores", "scores+embedding"), L2_GRID):
         grid.append(CalibratorConfig(family, features, l2, n_candidates=n_candidates))
     return grid
+
+
+def topic_density_grid(
+    families: Sequence[str] = ("linear", "power"),
+    n_candidates: int = 100,
+    topic_sizes: Sequence[int] = TOPIC_SIZES,
+) -> list[CalibratorConfig]:
+    """`default_grid` plus score shape + topic density for each m: inner CV picks m on training queries.
+
+    Its queries need `topic_neighbours` for every m in `topic_sizes`.
+    """
+    extra = [
+        CalibratorConfig(family, "scores", l2, n_candidates=n_candidates, topic_size=m)
+        for family, l2, m in itertools.product(families, L2_GRID, topic_sizes)
+    ]
+    return default_grid(families, n_candidates) + extra
+
+
+def config_label(c: CalibratorConfig) -> str:
+    """Short name of a chosen configuration, for reports."""
+    return f"{c.family}/{c.feature_set}{f'+density(m={c.topic_size})' if c.topic_size else ''}/l2={c.l2:g}"
 
 
 # ----- baselines --------------------------------------------------------------------------------
@@ -136,8 +161,7 @@ def _fitter_with_threshold(
         selection = select_config(train, grid, n_folds, seed, unlabelled)
         threshold = choose_threshold(selection.oof, [q.labels for q in train], target_precision)
         model = QueryDependentCalibrator.fit(train, selection.config, unlabelled)
-        c = selection.config
-        return model.predict, threshold, f"{c.family}/{c.feature_set}/l2={c.l2:g}"
+        return model.predict, threshold, config_label(selection.config)
 
     return fit
 

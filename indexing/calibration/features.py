@@ -38,6 +38,31 @@ def candidate_features(candidate_scores: np.ndarray, n_candidates: int) -> np.nd
     return np.array([s[0], s[0] - top10, s[0] - s[-1], mean, std, skew_top])
 
 
+# The generic grid for the topic-density feature: how many top hits define the query's topic centre.
+# Cross-validation on training queries picks one; nothing here is tuned to a data set.
+TOPIC_SIZES: tuple[int, ...] = (5, 10, 20)
+TOPIC_DENSITY_FEATURE = "topic_density"
+
+
+def topic_centre(hit_vectors: np.ndarray) -> np.ndarray:
+    """Unit-length centroid of the query's top-m hit vectors (the topic the query landed in)."""
+    c = np.asarray(hit_vectors, dtype=np.float64).mean(axis=0)
+    return c / max(float(np.linalg.norm(c)), 1e-12)
+
+
+def topic_density(centre_neighbour_scores: np.ndarray, candidate_scores: np.ndarray, topic_size: int) -> float:
+    """log(1 + number of corpus passages at least as close to the topic centre as the query is to its m-th hit).
+
+    Scale-free: the radius is the query's own rank-m score, so no similarity constant is involved.
+    A query whose topic the collection covers densely has many passages inside that radius, hence
+    many relevant candidates (the per-query prior the score shape alone predicts poorly). The count
+    is capped by the depth of the centre's neighbour search (the calibrator's `n_candidates`).
+    """
+    s = np.sort(np.asarray(candidate_scores, dtype=np.float64).ravel())[::-1]
+    radius = s[min(topic_size, s.size) - 1]
+    return float(np.log1p(np.count_nonzero(np.asarray(centre_neighbour_scores) >= radius)))
+
+
 class QueryProjection:
     """A fixed linear map of the query embedding to a few dimensions (PCA of unlabelled queries)."""
 

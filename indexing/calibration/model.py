@@ -1,10 +1,10 @@
 """The query-dependent calibrator (the "Cosine Adapter"): P(rel | q, x) = sigmoid(a(q) g(x) + b(q)).
 
 a(q) = exp(alpha . f(q)) > 0 and b(q) = beta . f(q), where f(q) are standardised, label-free query
-features (score-distribution shape and/or a low-rank projection of the query embedding) with an
-intercept. Fitted by L2-penalised maximum likelihood on labelled (query, candidate) pairs; the
-penalty leaves the intercepts free, so heavy regularisation shrinks toward global Platt scaling
-(which is exactly this model with no features).
+features (score-distribution shape and/or a low-rank projection of the query embedding, optionally
+the corpus density around the query's topic centre) with an intercept. Fitted by L2-penalised
+maximum likelihood on labelled (query, candidate) pairs; the penalty leaves the intercepts free,
+so heavy regularisation shrinks toward global Platt scaling (exactly this model with no features).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from indexing.calibration.families import exponent_of, transform, transform_dk
-from indexing.calibration.features import CANDIDATE_FEATURES, QueryProjection, candidate_features
+from indexing.calibration.features import (
+    CANDIDATE_FEATURES,
+    TOPIC_DENSITY_FEATURE,
+    QueryProjection,
+    candidate_features,
+    topic_density,
+)
 
 FEATURE_SETS: tuple[str, ...] = ("none", "scores", "embedding", "scores+embedding")
 
@@ -30,6 +36,12 @@ class LabelledQuery:
     embedding: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+    # topic size m -> scores of the corpus's top-n neighbours of the centre of the query's top-m hits
+    # (unlabelled corpus statistics; only calibrators with `topic_size` > 0 read them).
+    topic_neighbours: dict[int, np.ndarray] | None = None
+
+    def topic_neighbour_scores(self, topic_size: int) -> np.ndarray | None:
+        return None if topic_size <= 0 or self.topic_neighbours is None else self.topic_neighbours.get(topic_size)
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class CalibratorConfig:
     l2: float = 1.0
     projection_rank: int = 4
     n_candidates: int = 100
+    topic_size: int = 0  # m of the topic-density feature; 0: not used
 
 
 class QueryDependentCalibrator:
@@ -72,6 +85,8 @@ class QueryDependentCalibrator:
             names += list(CANDIDATE_FEATURES)
         if config.feature_set in ("embedding", "scores+embedding"):
             names += [f"query_pc{i}" for i in range(projection_rank)]
+        if config.topic_size > 0:
+            names.append(TOPIC_DENSITY_FEATURE)
         return names
 
     @staticmethod
@@ -80,6 +95,7 @@ class QueryDependentCalibrator:
         projection: QueryProjection | None,
         query_embedding: np.ndarray | None,
         candidate_scores: np.ndarray,
+        topic_neighbour_scores: np.ndarray | None = None,
     ) -> np.ndarray:
         parts: list[np.ndarray] = []
         if config.feature_set in ("scores", "scores+embedding"):
@@ -88,24 +104,38 @@ class QueryDependentCalibrator:
             if projection is None or query_embedding is None:
                 raise ValueError("this calibrator needs the query embedding")
             parts.append(projection(query_embedding))
+        if config.topic_size > 0:
+            if topic_neighbour_scores is None:
+                raise ValueError("this calibrator needs the topic centre's neighbour scores")
+            parts.append(np.array([topic_density(topic_neighbour_scores, candidate_scores, config.topic_size)]))
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    def _design_row(self, query_embedding: np.ndarray | None, candidate_scores: np.ndarray) -> np.ndarray:
-        raw = self.raw_features(self.config, self.projection, query_embedding, candidate_scores)
+    def _design_row(
+        self, query_embedding: np.ndarray | None, candidate_scores: np.ndarray, topic_neighbours: np.ndarray | None
+    ) -> np.ndarray:
+        raw = self.raw_features(self.config, self.projection, query_embedding, candidate_scores, topic_neighbours)
         return np.r_[1.0, (raw - self.feature_mean) / self.feature_scale]
 
     # ----- inference ------------------------------------------------------------------------
-    def logit(self, scores: np.ndarray, query_embedding: np.ndarray | None, candidate_scores: np.ndarray) -> np.ndarray:
-        f = self._design_row(query_embedding, candidate_scores)
-        slope = np.exp(np.clip(f @ self.alpha, -30.0, 30.0))
-        return slope * transform(np.asarray(scores, dtype=np.float64), self.exponent) + f @ self.beta
+    def apply(
+        self,
+        scores: np.ndarray,
+        query_embedding: np.ndarray | None,
+        candidate_scores: np.ndarray,
+        topic_neighbours: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Calibrated relevance in [0, 1] of `scores` for one query whose top list is `candidate_scores`.
 
-    def apply(self, scores: np.ndarray, query_embedding: np.ndarray | None, candidate_scores: np.ndarray) -> np.ndarray:
-        """Calibrated relevance in [0, 1] of `scores` for one query whose top list is `candidate_scores`."""
-        return expit(self.logit(scores, query_embedding, candidate_scores))
+        `topic_neighbours`: scores of the corpus's top-n neighbours of the query's topic centre
+        (only a calibrator with `topic_size` > 0 needs them).
+        """
+        f = self._design_row(query_embedding, candidate_scores, topic_neighbours)
+        slope = np.exp(np.clip(f @ self.alpha, -30.0, 30.0))
+        return expit(slope * transform(np.asarray(scores, dtype=np.float64), self.exponent) + f @ self.beta)
 
     def predict(self, query: LabelledQuery) -> np.ndarray:
-        return self.apply(query.scores, query.embedding, query.scores)
+        topic = query.topic_neighbour_scores(self.config.topic_size)
+        return self.apply(query.scores, query.embedding, query.scores, topic)
 
     # ----- fitting --------------------------------------------------------------------------
     @classmethod
@@ -123,7 +153,11 @@ class QueryDependentCalibrator:
                 pool = np.vstack([pool, unlabelled_embeddings])
             projection = QueryProjection.fit(pool, config.projection_rank)
         raw = np.array(
-            [cls.raw_features(config, projection, q.embedding, q.scores) for q in queries], dtype=np.float64
+            [
+                cls.raw_features(config, projection, q.embedding, q.scores, q.topic_neighbour_scores(config.topic_size))
+                for q in queries
+            ],
+            dtype=np.float64,
         ).reshape(len(queries), -1)
         mean = raw.mean(axis=0)
         scale = raw.std(axis=0) + 1e-9

@@ -50,9 +50,17 @@ class RelevanceCalibration:
     def n_candidates(self) -> int:
         return self.calibrator.config.n_candidates
 
-    def apply(self, scores: np.ndarray, query_embedding: np.ndarray | None, candidate_scores: np.ndarray) -> np.ndarray:
-        """Relevance of `scores` (any subset of the query's hits); monotone in the score."""
-        return self.calibrator.apply(scores, query_embedding, candidate_scores)
+    @property
+    def topic_size(self) -> int:
+        """m of the topic-density feature (0: serving needs no neighbour search of the topic centre)."""
+        return self.calibrator.config.topic_size
+
+    def apply(self, scores: np.ndarray, *query: np.ndarray | None) -> np.ndarray:
+        """Relevance of `scores` (any subset of the query's hits); monotone in the score.
+
+        `query`: embedding, candidate scores and topic neighbours, as `QueryDependentCalibrator.apply`.
+        """
+        return self.calibrator.apply(scores, *query)  # type: ignore[arg-type]
 
     def check_model(self, model: str, dim: int) -> None:
         if model != self.embedding_model or int(dim) != self.embedding_dim:
@@ -76,6 +84,7 @@ class RelevanceCalibration:
             "exponent": c.exponent,
             "feature_set": c.config.feature_set,
             "n_candidates": c.config.n_candidates,
+            "topic_size": c.config.topic_size,
             "feature_names": QueryDependentCalibrator.feature_names(c.config, c.projection.rank if c.projection else 0),
             "feature_mean": c.feature_mean.tolist(),
             "feature_scale": c.feature_scale.tolist(),
@@ -98,6 +107,7 @@ class RelevanceCalibration:
             l2=float((payload.fitted_on or {}).get("l2", 0.0)),
             projection_rank=projection.rank if projection else 0,
             n_candidates=payload.n_candidates,
+            topic_size=payload.topic_size,
         )
         calibrator = QueryDependentCalibrator(
             config,

@@ -11,9 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from indexing.calibration.families import FAMILIES, REFERENCE_SCORE
-from indexing.calibration.features import CANDIDATE_FEATURES
+from indexing.calibration.features import CANDIDATE_FEATURES, TOPIC_DENSITY_FEATURE
 
-SCHEMA_VERSION = 1
+# 2 added `topic_size` (the topic-density feature); version-1 payloads still load (topic_size 0).
+SCHEMA_VERSION = 2
 FeatureSet = Literal["none", "scores", "embedding", "scores+embedding"]
 Family = Literal["linear", "sqrt", "quadratic", "power"]
 assert set(Family.__args__) == set(FAMILIES)  # type: ignore[attr-defined]
@@ -37,7 +38,7 @@ class CalibrationPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Format version of this payload.")
+    schema_version: Literal[1, 2] = Field(SCHEMA_VERSION, description="Format version of this payload.")
     embedding_model: str = Field(..., min_length=1, max_length=512)
     embedding_dim: int = Field(..., ge=1, le=65536)
     family: Family
@@ -45,6 +46,9 @@ class CalibrationPayload(BaseModel):
     reference_score: float = Field(REFERENCE_SCORE, description="c where g is centred: g(x)=(x^k-c^k)/(k c^(k-1)).")
     feature_set: FeatureSet
     n_candidates: int = Field(..., ge=1, le=10000, description="Top-n candidate scores the features read.")
+    topic_size: int = Field(
+        0, ge=0, le=10000, description="m of the topic-density feature (centre of the top-m hits); 0: not used."
+    )
     feature_names: list[str]
     feature_mean: list[float]
     feature_scale: list[float]
@@ -87,6 +91,12 @@ class CalibrationPayload(BaseModel):
             _finite("projection.components", [v for row in self.projection.components for v in row])
         elif self.projection is not None:
             raise ValueError(f"projection: not used by feature_set {self.feature_set!r}")
+        if self.topic_size > 0:
+            if self.schema_version < 2:
+                raise ValueError("topic_size: needs schema_version 2")
+            if self.topic_size > self.n_candidates:
+                raise ValueError("topic_size: cannot exceed n_candidates")
+            expected.append(TOPIC_DENSITY_FEATURE)
         if self.feature_names != expected:
             raise ValueError(f"feature_names: feature_set {self.feature_set!r} needs {expected}")
         return self

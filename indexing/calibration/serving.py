@@ -3,15 +3,18 @@
 The collection calls `calibrate(query_vector, hits)` (its `Calibrator` seam). Features must be
 computed from the same list the calibrator was fitted on, the query's unfiltered top-n, whatever
 `top_k` or metadata filter the request has, so each calibrated query runs one index search of depth n
-(cheap next to embedding the query).
+(cheap next to embedding the query). A calibrator with the topic-density feature runs one more: the
+centre of the top-m of those hits against the same index, at the same depth.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from indexing.calibration.features import topic_centre
 from indexing.calibration.relevance import CalibrationError, RelevanceCalibration
 from indexing.collection import Collection, Hit
 from indexing.snapshot import read_manifest, update_manifest
@@ -31,21 +34,46 @@ class CollectionCalibrator:
         """The default `min_relevance` of searches on this collection."""
         return self.calibration.threshold
 
-    def candidate_scores(self, query_vector: np.ndarray, hits: list[Hit]) -> np.ndarray:
+    def candidates(self, query_vector: np.ndarray, hits: list[Hit]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and vector ids of the query's unfiltered top-n (the hits themselves if none found)."""
         n = self.calibration.n_candidates
         scores, vids = self.collection.index.search(np.asarray(query_vector, np.float32)[None, :], n, None)
-        found = scores[0][vids[0] >= 0]
-        return found if len(found) else np.array([h.score for h in hits])
+        found = vids[0] >= 0
+        if found.any():
+            return scores[0][found], vids[0][found]
+        return np.array([h.score for h in hits]), np.array([h.vid for h in hits], dtype=np.int64)
 
     def calibrate(self, query_vector: np.ndarray, hits: list[Hit]) -> list[Hit]:
         if not hits:
             return hits
-        relevance = self.calibration.apply(
-            np.array([h.score for h in hits]), query_vector, self.candidate_scores(query_vector, hits)
-        )
+        scores, vids = self.candidates(query_vector, hits)
+        topic = None
+        m = self.calibration.topic_size
+        if m > 0:
+            topic = topic_neighbour_scores(self.collection, vids, (m,), self.calibration.n_candidates)[m]
+        relevance = self.calibration.apply(np.array([h.score for h in hits]), query_vector, scores, topic)
         for hit, r in zip(hits, relevance, strict=True):
             hit.relevance = float(r)
         return hits
+
+
+def topic_neighbour_scores(
+    collection: Collection, ranked_vids: np.ndarray, topic_sizes: Sequence[int], depth: int
+) -> dict[int, np.ndarray]:
+    """For each m: scores of the collection's top-`depth` neighbours of the centre of the first m vids.
+
+    `ranked_vids` is a query's candidate list, best first; vectors come from the store, the search
+    from the collection's index (unfiltered), so fitting (`rrs calibrate`) and serving agree.
+    """
+    largest = max(topic_sizes)
+    found, vectors = collection.store.vectors_for(np.asarray(ranked_vids[:largest]).tolist())
+    if not len(found):
+        raise ValueError("topic density: the query's top hits have no stored vectors")
+    by_vid = dict(zip(found.tolist(), collection.index.prepare(vectors), strict=True))
+    ranked = [by_vid[v] for v in np.asarray(ranked_vids[:largest]).tolist() if v in by_vid]
+    centres = np.stack([topic_centre(np.stack(ranked[:m])) for m in topic_sizes])
+    scores, vids = collection.index.search(collection.index.prepare(centres), depth, None)
+    return {m: scores[i][vids[i] >= 0] for i, m in enumerate(topic_sizes)}
 
 
 def install_calibration(collection: Collection, data: dict[str, Any] | RelevanceCalibration) -> RelevanceCalibration:
