@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.device import pick_device, pick_dtype
 from models.resolve import resolve_model
+from models.safety import check_safe_weights
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +103,13 @@ def load_causal_lm(
     kwargs: dict[str, object] = {}
     if resolved.gguf_file:
         kwargs["gguf_file"] = resolved.gguf_file
+    if resolved.is_local:  # never unpickle weights from a user-supplied path
+        check_safe_weights(Path(resolved.path) / resolved.gguf_file if resolved.gguf_file else resolved.path)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kwargs)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if not resolved.gguf_file:
+        kwargs["use_safetensors"] = True
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, **kwargs)
     model.to(dev)
     model.eval()

@@ -14,6 +14,7 @@ import numpy as np
 from models.device import pick_device
 from models.rerankers.base import Reranker
 from models.resolve import resolve_model
+from models.safety import check_safe_weights
 
 
 class CrossEncoderReranker(Reranker):
@@ -27,6 +28,8 @@ class CrossEncoderReranker(Reranker):
 
         resolved = resolve_model(model_name)
         kwargs = {"local_files_only": True} if resolved.is_local else {}
+        if resolved.is_local:  # never unpickle weights from a user-supplied path
+            check_safe_weights(resolved.path)
         self.model = CrossEncoder(resolved.path, device=str(pick_device(device)), max_length=max_length, **kwargs)
         self.model.eval()
         self.model_name = model_name
