@@ -131,3 +131,31 @@ def to_markdown(result: dict) -> str:
         lines.append(f"| {r['texts_per_request']} | {r['concurrency']} | {r['docs']} | {r['docs_per_s']:.1f} | "
                      f"{r['ratio']:.2f}x |")
     return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Bars of docs/s per (texts/request, concurrency), the in-process baseline as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    base = result["baseline"]["docs_per_s"]
+    labels = [f"{r['texts_per_request']} text{'s' if r['texts_per_request'] > 1 else ''}\nc={r['concurrency']}"
+              for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    colors = ["#3b75af" if r["texts_per_request"] > 1 else "#ef8636" for r in rows]
+    bars = ax.bar(labels, [r["docs_per_s"] for r in rows], color=colors)
+    for bar, r in zip(bars, rows, strict=True):
+        ax.annotate(f"{r['ratio']:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.axhline(base, color="black", linestyle="--", linewidth=1,
+               label=f"in-process encode(batch_size=32): {base:.1f} docs/s")
+    ax.set_ylabel("documents / s through HTTP")
+    ax.set_title(f"rrs /v1/embeddings, {result['model'].split('/')[-1]}, {result['threads']} threads")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -16,11 +16,14 @@ def bench_embed(
     n_texts: int = typer.Option(2000, help="Passages to embed."),
     model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", help="Embedding model."),
     out: Path = typer.Option(None, help="Write the JSON result here too."),
+    plot_path: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
 ) -> None:
     """Documents/s through HTTP at concurrency 1, 8, 32 (32-text and 1-text requests)."""
-    from benchmarks.embed import run, to_markdown
+    from benchmarks.embed import plot, run, to_markdown
 
     result = run(dataset=dataset, n_texts=n_texts, model=model)
     typer.echo(to_markdown(result))
     if out:
         out.write_text(json.dumps(result, indent=2))
+    if plot_path:
+        plot(result, plot_path)

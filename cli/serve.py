@@ -18,6 +18,7 @@ def serve(
     rerank_model: str = typer.Option(None, help="Reranker LLM name, path or GGUF (RRS_RERANK_MODEL)."),
     data_dir: Path = typer.Option(None, help="Where collections live (RRS_DATA_DIR)."),
     max_batch_tokens: int = typer.Option(None, help="Token budget per batch (RRS_MAX_BATCH_TOKENS)."),
+    max_padding_ratio: float = typer.Option(None, help="Padding cap per batch (RRS_MAX_PADDING_RATIO)."),
     request_timeout_s: float = typer.Option(None, help="Per-request deadline (RRS_REQUEST_TIMEOUT_S)."),
     demo_collection: bool = typer.Option(None, "--demo-collection/--no-demo-collection",
                                          help="Index the demo corpus at start (RRS_DEMO_COLLECTION)."),

@@ -56,6 +56,7 @@ def _lifespan(settings: Settings):
                 yield
             finally:
                 await anyio.to_thread.run_sync(collection_service.stop)
+                app.state.rerank.close()
         finally:
             embedding.stop()
 

@@ -1,9 +1,12 @@
 """Dynamic batching under a token budget, on one worker thread that owns the model.
 
-Concurrent requests are merged into batches sorted by length (less padding) and bounded by a
-padded-token budget. Admission is bounded: a full queue refuses at once (503 + Retry-After)
-instead of growing. Work whose client went away or whose deadline passed is dropped before
-inference. The event loop never runs model code.
+Concurrent requests are merged into batches sorted by length and bounded by a padded-token budget
+and a padding ratio: a batch of random lengths pads to its longest row (about 2x the real tokens on
+MS MARCO passages), so a round is cut into runs of similar length instead. On CPU, runs of 1-2k
+tokens are also faster per token than large batches (cache-resident activations).
+
+Admission is bounded: a full queue refuses at once (503 + Retry-After) instead of growing. Work
+whose client went away or whose deadline passed is dropped before inference. The event loop never runs model code.
 """
 
 from __future__ import annotations
@@ -69,12 +72,13 @@ class TokenBudgetBatcher(Generic[T]):
 
     def __init__(self, name: str, run_batch: Callable[[list[T]], np.ndarray], *, metrics: Metrics,
                  max_batch_tokens: int, max_batch_size: int, max_queue: int, linger_s: float = 0.002,
-                 stall_timeout_s: float = 60.0) -> None:
+                 stall_timeout_s: float = 60.0, max_padding_ratio: float | None = None) -> None:
         self.name = name
         self._run_batch = run_batch
         self._metrics = metrics
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
+        self.max_padding_ratio = max_padding_ratio
         self.max_queue = max_queue
         self.linger_s = linger_s
         self.stall_timeout_s = stall_timeout_s
@@ -186,14 +190,17 @@ class TokenBudgetBatcher(Generic[T]):
         now = time.monotonic()
         jobs = [j for j in jobs if self._live(j, now)]
         entries = sorted(((len(it), ji, ii) for ji, j in enumerate(jobs) for ii, it in enumerate(j.items)))
+        ratio = self.max_padding_ratio
         start = 0
         while start < len(entries):
-            end, width = start, 0
+            end, width, real = start, 0, 0
             while end < len(entries) and end - start < self.max_batch_size:
-                new_width = max(width, entries[end][0])
-                if end > start and new_width * (end - start + 1) > self.max_batch_tokens:
+                new_width, new_real = max(width, entries[end][0]), real + entries[end][0]
+                padded = new_width * (end - start + 1)
+                if end > start and (padded > self.max_batch_tokens
+                                    or (ratio is not None and padded > ratio * new_real)):
                     break
-                width, end = new_width, end + 1
+                width, real, end = new_width, new_real, end + 1
             chunk = [e for e in entries[start:end] if not jobs[e[1]].cancelled]
             start = end
             if not chunk:

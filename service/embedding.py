@@ -76,11 +76,16 @@ class EmbeddingService:
         self.cache = QueryEmbeddingCache(settings.query_cache_size, metrics)
         self.batcher: TokenBudgetBatcher[TokenizedText] = TokenBudgetBatcher(
             "embed", self.embedder.embed_tokenized, metrics=metrics,
-            max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
-            max_queue=settings.max_queue_requests, linger_s=settings.batch_wait_ms / 1000,
-            stall_timeout_s=settings.stall_timeout_s,
+            max_batch_tokens=settings.max_batch_tokens or self._default_batch_tokens(),
+            max_batch_size=settings.max_batch_size, max_queue=settings.max_queue_requests,
+            linger_s=settings.batch_wait_ms / 1000, stall_timeout_s=settings.stall_timeout_s,
+            max_padding_ratio=settings.max_padding_ratio,
         )
         self.warmed_up = False
+
+    def _default_batch_tokens(self) -> int:
+        """CPU: ~2k-token passes keep activations in cache; GPU: large passes fill the device."""
+        return 2048 if self.embedder.device.type == "cpu" else 16384
 
     @property
     def dim(self) -> int:

@@ -6,6 +6,11 @@ causal LMs per model (so pointwise and listwise over one LLM cost one load). Inf
 worker thread, one at a time per model (two threads on one model only fight over the cores),
 while requests for other models proceed. A reranker that raises answers 503 for that request and
 leaves the server and its other models untouched.
+
+Pointwise and graded requests are coalesced: those waiting while their model is busy go to it
+together in its next call (`JudgeReranker.score_many`), their documents packed into shared
+length-sorted batches, each query's prefix still computed once. They queue in a
+`TokenBudgetBatcher`, so they get its bounded queue (503 when full) and deadline handling.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import numpy as np
 
 from models.llm.loading import CausalLM, load_causal_lm
 from models.rerankers import LLM_METHODS, METHODS, Reranker, build_reranker, order_by_score
+from models.rerankers.pointwise import JudgeReranker
+from service.batching import TokenBudgetBatcher
 from service.embedding import EmbeddingService
 from service.errors import (
     DeadlineExceeded,
@@ -49,6 +56,21 @@ class RerankOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
+JUDGE_METHODS = ("pointwise", "graded")  # one forward pass per document: coalesced across requests
+
+
+@dataclass(frozen=True, eq=False)
+class _JudgeRequest:
+    """One request waiting for a judge model; sized by its document tokens for the batcher."""
+
+    query: str
+    documents: list[str]
+    tokens: int
+
+    def __len__(self) -> int:
+        return max(self.tokens, 1)
+
+
 def _same_model(a: str, b: str) -> bool:
     """Names match exactly or by their last path component ("SmolLM2-135M-Instruct")."""
     a, b = a.strip().lower(), b.strip().lower()
@@ -66,6 +88,9 @@ class RerankService:
         self._lms: dict[str, CausalLM] = {}
         self._load_lock = threading.Lock()
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        # Held by whichever thread runs a model, so coalesced and per-request calls never overlap.
+        self._model_locks: dict[str, threading.Lock] = {}
+        self._judges: dict[tuple[str, str], TokenBudgetBatcher[_JudgeRequest]] = {}
         if settings.default_rerank_method not in METHODS:
             raise ValueError(f"RRS_DEFAULT_RERANK_METHOD={settings.default_rerank_method!r}; "
                              f"valid methods: {', '.join(METHODS)}")
@@ -111,22 +136,89 @@ class RerankService:
         self._check_limits(query, documents, top_n, max_tokens_per_doc)
         timings = timings or StageTimings()
         deadline = deadline if deadline is not None else time.monotonic() + self.settings.rerank_timeout_s
-        limiter = self._limiters.setdefault(self._family(method, model), anyio.CapacityLimiter(1))
+        family = self._family(method, model)
+        limiter = self._limiters.setdefault(family, anyio.CapacityLimiter(1))
+        model_lock = self._model_locks.setdefault(family, threading.Lock())
 
         def job() -> RerankOutcome:
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("rerank: the deadline passed while waiting for the model")
-            return self._score(method, model, query, list(documents), top_n, max_tokens_per_doc, timings)
+            with model_lock:
+                return self._score(method, model, query, list(documents), top_n, max_tokens_per_doc, timings)
 
         remaining = deadline - time.monotonic()
         try:
             with anyio.fail_after(max(remaining, 0.0)):
+                if method in JUDGE_METHODS:
+                    return await self._coalesced(method, model, query, list(documents), top_n,
+                                                 max_tokens_per_doc, deadline, timings)
                 # abandon_on_cancel: a request past its deadline answers now; the thread finishes
-                # its batch in the background and only then frees the model for the next request.
+                # its batch in the background, holding the model lock until it is done.
                 return await anyio.to_thread.run_sync(job, limiter=limiter, abandon_on_cancel=True)
         except TimeoutError:
             raise DeadlineExceeded(f"rerank: no answer within the deadline ({method}, {len(documents)} "
                                    f"documents; RRS_RERANK_TIMEOUT_S={self.settings.rerank_timeout_s:g})") from None
+
+    async def _coalesced(self, method: str, model: str, query: str, documents: list[str], top_n: int | None,
+                         max_tokens_per_doc: int | None, deadline: float, timings: StageTimings) -> RerankOutcome:
+        """A judge request: queued with the others waiting for this model, scored in one call."""
+        with timings.measure("rerank_load"):
+            reranker = await anyio.to_thread.run_sync(self._reranker, method, model)
+        warnings: list[str] = []
+        with timings.measure("rerank_tokenize"):
+            documents, doc_tokens = await anyio.to_thread.run_sync(
+                self._fit_documents, reranker, documents, max_tokens_per_doc, warnings)
+        batcher = self._judge_batcher(method, model, reranker)
+        try:
+            result = await batcher.submit([_JudgeRequest(query, documents, sum(doc_tokens))], deadline)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            log.error("reranker %s/%s failed on a coalesced call: %s", method, model, exc)
+            raise ServiceUnavailable(f"rerank: method '{method}' failed on this request: "
+                                     f"{type(exc).__name__}: {exc}") from None
+        timings.add("rerank_queue", result.queue_s)
+        timings.add("rerank", result.inference_s)
+        self.metrics.stage.labels("rerank").observe(result.inference_s)
+        scores = [float(s) if np.isfinite(s) else float("-inf") for s in result.rows[0, 0]]
+        order = order_by_score(scores)[: top_n or len(scores)]
+        tokens = reranker.count_tokens(query) + sum(doc_tokens)
+        return RerankOutcome(method, model, scores, order, tokens, warnings)
+
+    def _judge_batcher(self, method: str, model: str, reranker: Reranker) -> TokenBudgetBatcher[_JudgeRequest]:
+        key = (method, model)
+        with self._load_lock:
+            batcher = self._judges.get(key)
+            if batcher is not None:
+                return batcher
+            assert isinstance(reranker, JudgeReranker)
+            model_lock = self._model_locks.setdefault(self._family(method, model), threading.Lock())
+
+            def run(requests: list[_JudgeRequest]) -> np.ndarray:
+                with model_lock:
+                    results = reranker.score_many([(r.query, r.documents) for r in requests])
+                rows = np.empty((len(requests), 1), dtype=object)  # one list of scores per request
+                for i, scores in enumerate(results):
+                    rows[i, 0] = scores
+                return rows
+
+            s = self.settings
+            batcher = TokenBudgetBatcher(
+                f"rerank_{method}", run, metrics=self.metrics,
+                # The engine cuts its own token-budget batches; this bounds one coalesced call.
+                max_batch_tokens=s.max_rerank_documents * 512, max_batch_size=s.rerank_max_coalesced,
+                max_queue=s.max_queue_requests, linger_s=0.0, stall_timeout_s=s.rerank_timeout_s,
+            )
+            batcher.start()
+            self._judges[key] = batcher
+            return batcher
+
+    def close(self) -> None:
+        """Stop the coalescing workers (their queued requests fail as the server shuts down)."""
+        with self._load_lock:
+            batchers, self._judges = list(self._judges.values()), {}
+        for batcher in batchers:
+            batcher.stop()
 
     async def preload(self, method: str | None = None) -> None:
         """Load the default (or given) method's model now instead of on the first request."""

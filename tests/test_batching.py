@@ -128,3 +128,34 @@ def test_stalled_worker_marks_unhealthy():
     asyncio.run(main())
     b.stop()
     assert not b.healthy  # a stopped worker is not healthy either
+
+
+def test_padding_ratio_cuts_a_round_into_runs_of_similar_length():
+    rec = Recorder()
+    b = _batcher(rec, max_batch_tokens=10_000, max_batch_size=64, max_padding_ratio=1.1)
+    lengths = [5, 100, 6, 95, 5, 98, 7, 50, 52, 6]
+
+    async def main():
+        res = await b.submit([Item(i, n) for i, n in enumerate(lengths)], time.monotonic() + 30)
+        assert res.rows[:, 0].tolist() == list(range(len(lengths)))
+
+    asyncio.run(main())
+    b.stop()
+    assert sum(len(batch) for batch in rec.batches) == len(lengths)
+    for batch in rec.batches:
+        real = sum(len(it) for it in batch)
+        assert max(len(it) for it in batch) * len(batch) <= 1.1 * real or len(batch) == 1
+    # without the cap the whole round is one batch padded to 100 (2.3x the real tokens)
+    assert 2 <= len(rec.batches) <= 5
+
+
+def test_without_a_padding_ratio_the_token_budget_alone_packs_the_round():
+    rec = Recorder()
+    b = _batcher(rec, max_batch_tokens=10_000, max_batch_size=64)
+
+    async def main():
+        await b.submit([Item(i, n) for i, n in enumerate([5, 100, 6, 95])], time.monotonic() + 30)
+
+    asyncio.run(main())
+    b.stop()
+    assert len(rec.batches) == 1

@@ -83,3 +83,36 @@ def test_unknown_engine_is_named(lm: CausalLM) -> None:
     with pytest.raises(ValueError, match="padded"):
         make_scorer(lm.model, "flash")
     assert isinstance(make_scorer(lm.model, "auto"), PrefixScorer)  # CPU default
+
+
+def _groups(lm: CausalLM) -> list[tuple[list[int], list[list[int]]]]:
+    """Three requests in flight: different queries, so different prefix lengths."""
+    prefix, suffixes = _prefix_and_suffixes(lm)
+    other = lm.encode(lm.render("Judge relevance.", "Query: what is the boiling point of water at altitude "
+                                "in the mountains\nDocument:"), leading=True)
+    short = lm.encode(lm.render("Judge relevance.", "Query: tides\nDocument:"), leading=True)
+    assert len({len(prefix), len(other), len(short)}) == 3
+    return [(prefix, suffixes), (other, suffixes[1:3]), (short, [suffixes[0], suffixes[3]])]
+
+
+@pytest.mark.parametrize("engine", ["cache", "padded"])
+def test_groups_batched_together_equal_each_group_alone(lm: CausalLM, engine: str) -> None:
+    groups = _groups(lm)
+    scorer = make_scorer(lm.model, engine)
+    together = scorer.last_hidden_states_groups(groups)
+    assert [len(t) for t in together] == [len(s) for _, s in groups]
+    reference = PaddedScorer(lm.model)
+    for (prefix, suffixes), hidden in zip(groups, together, strict=True):
+        alone = reference.last_hidden_states(prefix, suffixes)
+        assert torch.allclose(hidden, alone, atol=1e-4), float((hidden - alone).abs().max())
+
+
+def test_cache_engine_mixes_groups_in_one_forward_pass(lm: CausalLM) -> None:
+    groups = _groups(lm)
+    calls: list[int] = []
+    handle = lm.model.model.register_forward_hook(lambda _m, args, kw, out: calls.append(1), with_kwargs=True)
+    try:
+        PrefixScorer(lm.model, token_budget=1 << 20).last_hidden_states_groups(groups)
+    finally:
+        handle.remove()
+    assert len(calls) == len(groups) + 1  # one pass per prefix, then every suffix of every group at once

@@ -60,3 +60,24 @@ def test_packed_fused_scores_equal_eager(smollm2: tuple) -> None:
 
 def test_packed_chunks_respect_budget_and_order() -> None:
     assert packed_chunks([3, 4, 5, 20, 1], token_budget=8) == [[0, 1], [2], [3], [4]]
+
+
+def test_packed_groups_equal_each_full_sequence(smollm2: tuple) -> None:
+    """Several requests in one packed pass: every suffix reads its own group's prefix."""
+    model, tokenizer = smollm2
+    queries = ["how long do sea turtles live?", "what is the boiling point of water up in the mountains", "tides"]
+    groups = []
+    for i, q in enumerate(queries):
+        prefix = tokenizer(INSTRUCTION.replace("how long do sea turtles live?", q),
+                           add_special_tokens=False)["input_ids"]
+        docs = DOCUMENTS[i:] + DOCUMENTS[:1]
+        groups.append((prefix, [tokenizer(d + ANSWER, add_special_tokens=False)["input_ids"] for d in docs]))
+    assert len({len(p) for p, _ in groups}) == 3
+    scorer = PackedPrefixScorer(model, token_budget=3 * max(len(s) for _, ss in groups for s in ss))
+    together = scorer.last_hidden_states_groups(groups)
+    with torch.inference_mode():
+        for (prefix, suffixes), hidden in zip(groups, together, strict=True):
+            eager = torch.stack([model.model(input_ids=torch.tensor([prefix + s])).last_hidden_state[0, -1]
+                                 for s in suffixes])
+            assert hidden.shape == eager.shape
+            assert float((hidden - eager).norm() / eager.norm()) < 1e-4

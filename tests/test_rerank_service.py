@@ -69,3 +69,39 @@ def test_the_cascade_sees_a_missed_deadline_as_a_timeout(cross_encoder_dir: Path
             await score(QUERY, DOCUMENTS, None, None)
 
     anyio.run(scenario)
+
+
+def test_concurrent_pointwise_requests_are_coalesced_and_score_as_alone(cross_encoder_dir: Path) -> None:
+    service = _service(cross_encoder_dir)
+    requests = [("how do cats purr", DOCUMENTS),
+                ("banana bread recipe with walnuts and a lot of butter", DOCUMENTS[::-1]),
+                ("larynx", DOCUMENTS[:2]),
+                ("why do cats purr when they are happy", DOCUMENTS[1:])]
+
+    def calls() -> float:
+        return service.metrics.registry.get_sample_value(
+            "rrs_batch_size_count", {"queue": "rerank_pointwise"}) or 0.0
+
+    async def scenario() -> None:
+        far = time.monotonic() + 300
+        alone = [await service.rerank(q, docs, method="pointwise", deadline=far) for q, docs in requests]
+        assert calls() == len(requests)
+        async with anyio.create_task_group() as tg:
+            together: list = [None] * len(requests)
+
+            async def one(i: int) -> None:
+                q, docs = requests[i]
+                together[i] = await service.rerank(q, docs, method="pointwise", deadline=far)
+
+            for i in range(len(requests)):
+                tg.start_soon(one, i)
+        # The first request starts alone; the ones that arrived meanwhile share the next call.
+        assert calls() - len(requests) < len(requests)
+        for a, t in zip(alone, together, strict=True):
+            assert t.scores == pytest.approx(a.scores, abs=1e-5)
+            assert t.order == a.order
+
+    try:
+        anyio.run(scenario)
+    finally:
+        service.close()

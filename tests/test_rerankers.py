@@ -107,3 +107,17 @@ def test_truncate_cuts_at_a_token_boundary(lm: CausalLM) -> None:
     cut = reranker.truncate(text, 4)
     assert text.startswith(cut) and reranker.count_tokens(cut) == 4
     assert reranker.truncate(text, 1000) == text
+
+
+@pytest.mark.parametrize("method", ["pointwise", "graded"])
+def test_score_many_equals_each_request_scored_alone(method: str, lm: CausalLM) -> None:
+    reranker = build_reranker(method, lm=lm)
+    requests = [("how do cats purr", ["Cats purr with their larynx.", "Stocks fell.", "Purring cats"]),
+                ("boiling point of water at high altitude in the mountains", ["Water boils at lower "
+                 "temperatures at altitude because the air pressure is lower.", "Cats purr."]),
+                ("tides", []),
+                ("tides", ["The moon's gravity causes the tides."])]
+    together = reranker.score_many(requests)
+    assert [len(s) for s in together] == [len(d) for _, d in requests]
+    for (query, docs), scores in zip(requests, together, strict=True):
+        assert scores == pytest.approx(reranker.score(query, docs), abs=1e-5)

@@ -11,12 +11,14 @@ Same contract as `models.llm.prefix_scoring.PrefixScorer.last_hidden_states`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedModel
 
 from kernels.attention.dispatch import AttentionBackend
 from kernels.attention.hf import ATTN_IMPLEMENTATION, PackedAttentionBatch, packed_attention, register_rrs_attention
+from models.llm.prefix_scoring import PrefixGroup
 
 logger = logging.getLogger(__name__)
 
@@ -59,40 +61,56 @@ class PackedPrefixScorer:
             model.set_attn_implementation(ATTN_IMPLEMENTATION)
         self.sliding_window = getattr(model.config.get_text_config(), "sliding_window", None)
 
-    @torch.inference_mode()
     def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
-        if not prefix_ids:
-            raise ValueError("prefix_ids is empty: the shared prefix must hold at least one token")
-        if any(not s for s in suffixes):
-            raise ValueError("every suffix must hold at least one token")
-        p = len(prefix_ids)
-        longest = max((len(s) for s in suffixes), default=0)
-        if self.sliding_window is not None and p + longest > self.sliding_window - 1:
+        return self.last_hidden_states_groups([(prefix_ids, suffixes)])[0]
+
+    @torch.inference_mode()
+    def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
+        """All prefixes in one packed pass, then all suffixes packed, each reading its group's prefix."""
+        for prefix_ids, suffixes in groups:
+            if not prefix_ids:
+                raise ValueError("prefix_ids is empty: the shared prefix must hold at least one token")
+            if any(not s for s in suffixes):
+                raise ValueError("every suffix must hold at least one token")
+        plens = [len(prefix_ids) for prefix_ids, _ in groups]
+        longest = max(p + len(s) for (_, suffixes), p in zip(groups, plens, strict=True) for s in suffixes)
+        if self.sliding_window is not None and longest > self.sliding_window - 1:
             # The kernel has no sliding window; the cache engine handles such models exactly.
             from models.llm.prefix_scoring import PrefixScorer
 
-            return PrefixScorer(self.model).last_hidden_states(prefix_ids, suffixes)
+            return PrefixScorer(self.model).last_hidden_states_groups(groups)
 
-        prefix = torch.tensor([prefix_ids], dtype=torch.long, device=self.device)
-        cache = self.model.model(input_ids=prefix, use_cache=True).past_key_values
-        # (1, kv_heads, p, d) -> (p, kv_heads, d) views: read in place by every suffix.
+        dev = self.device
+        prefix_ends = torch.tensor(plens).cumsum(0)
+        cu_prefix = torch.cat([torch.zeros(1, dtype=torch.long), prefix_ends]).to(device=dev, dtype=torch.int32)
+        prefix_ids = torch.tensor([t for p, _ in groups for t in p], dtype=torch.long, device=dev)
+        prefix_pos = torch.cat([torch.arange(p) for p in plens]).to(dev)
+        prefix_batch = PackedAttentionBatch(cu_seqlens=cu_prefix, max_seqlen=max(plens), backend=self.backend)
+        with packed_attention(prefix_batch):  # each prefix attends only itself
+            cache = self.model.model(input_ids=prefix_ids.unsqueeze(0), position_ids=prefix_pos.unsqueeze(0),
+                                     use_cache=True).past_key_values
+        # (1, kv_heads, prefix tokens, d) -> (tokens, kv_heads, d) views: read in place by every suffix.
         prefix_keys = [layer.keys[0].transpose(0, 1) for layer in cache.layers]
         prefix_values = [layer.values[0].transpose(0, 1) for layer in cache.layers]
-        cu_prefix = torch.tensor([0, p], dtype=torch.int32, device=self.device)
 
+        refs = [(g, i) for g, (_, suffixes) in enumerate(groups) for i in range(len(suffixes))]
+        suffixes = [groups[g][1][i] for g, i in refs]
         hidden_size = self.model.config.get_text_config().hidden_size
-        out = torch.empty((len(suffixes), hidden_size), dtype=prefix_keys[0].dtype, device=self.device)
+        out = torch.empty((len(refs), hidden_size), dtype=prefix_keys[0].dtype, device=dev)
         for chunk in packed_chunks([len(s) for s in suffixes], self.token_budget):
-            lengths = [len(suffixes[i]) for i in chunk]
-            ids = torch.tensor([t for i in chunk for t in suffixes[i]], dtype=torch.long, device=self.device)
-            positions = torch.cat([torch.arange(p, p + n) for n in lengths]).to(self.device)
+            lengths = [len(suffixes[k]) for k in chunk]
+            members = [refs[k][0] for k in chunk]
+            ids = torch.tensor([t for k in chunk for t in suffixes[k]], dtype=torch.long, device=dev)
+            positions = torch.cat([torch.arange(plens[g], plens[g] + n) for g, n in zip(members, lengths,
+                                                                                      strict=True)]).to(dev)
             ends = torch.tensor(lengths).cumsum(0)
-            cu = torch.cat([torch.zeros(1, dtype=torch.long), ends]).to(device=self.device, dtype=torch.int32)
+            cu = torch.cat([torch.zeros(1, dtype=torch.long), ends]).to(device=dev, dtype=torch.int32)
             batch = PackedAttentionBatch(cu_seqlens=cu, max_seqlen=max(lengths), prefix_keys=prefix_keys,
                                          prefix_values=prefix_values, cu_prefix_lens=cu_prefix,
+                                         prefix_group=torch.tensor(members, dtype=torch.int32, device=dev),
                                          backend=self.backend)
             with packed_attention(batch):
                 hidden = self.model.model(input_ids=ids.unsqueeze(0), position_ids=positions.unsqueeze(0),
                                           use_cache=False).last_hidden_state[0]
-            out[chunk] = hidden[(ends - 1).to(self.device)]
-        return out
+            out[chunk] = hidden[(ends - 1).to(dev)]
+        return list(out.split([len(suffixes) for _, suffixes in groups]))

@@ -28,13 +28,41 @@ from transformers import DynamicCache, PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOKEN_BUDGET = 4096  # suffix tokens (padding included) per forward pass
+DEFAULT_TOKEN_BUDGET = 4096  # suffix tokens (padding included) per forward pass on GPU
+CPU_TOKEN_BUDGET = 2048  # on CPU, smaller passes keep activations in cache and run faster per token
+
+
+def default_token_budget(model: PreTrainedModel) -> int:
+    """The padded engines' tokens per forward pass for the device the model sits on."""
+    return CPU_TOKEN_BUDGET if next(model.parameters()).device.type == "cpu" else DEFAULT_TOKEN_BUDGET
+
+
+PrefixGroup = tuple[list[int], list[list[int]]]
+"""One request's shared prefix ids and its suffixes (documents + prompt tail)."""
 
 
 class HiddenStateScorer(Protocol):
-    """What every engine provides: one final hidden state per (prefix + suffix) sequence."""
+    """What every engine provides: one final hidden state per (prefix + suffix) sequence.
+
+    `last_hidden_states_groups` takes several (prefix, suffixes) groups, typically the requests of
+    several clients in flight at once, and batches their suffixes together; each group's prefix is
+    still computed once.
+    """
 
     def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor: ...
+
+    def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]: ...
+
+
+
+def _flatten(groups: Sequence[PrefixGroup]) -> list[tuple[int, int]]:
+    """(group, suffix) index of every suffix, in group order."""
+    return [(g, i) for g, (_, suffixes) in enumerate(groups) for i in range(len(suffixes))]
+
+
+def _split(out: torch.Tensor, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
+    sizes = [len(suffixes) for _, suffixes in groups]
+    return list(out.split(sizes))
 
 
 def length_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
@@ -85,33 +113,42 @@ def _check(prefix_ids: list[int], suffixes: list[list[int]]) -> None:
 class PaddedScorer:
     """Baseline engine: each full (prefix + suffix) sequence runs independently, right-padded."""
 
-    def __init__(self, model: PreTrainedModel, token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
+    def __init__(self, model: PreTrainedModel, token_budget: int | None = None) -> None:
         self.model = model
-        self.token_budget = token_budget
+        self.token_budget = token_budget or default_token_budget(model)
         self.device = next(model.parameters()).device
 
-    @torch.inference_mode()
     def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
-        _check(prefix_ids, suffixes)
+        return self.last_hidden_states_groups([(prefix_ids, suffixes)])[0]
+
+    @torch.inference_mode()
+    def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
+        for prefix_ids, suffixes in groups:
+            _check(prefix_ids, suffixes)
+        full = [groups[g][0] + groups[g][1][i] for g, i in _flatten(groups)]
         hidden_size = self.model.config.get_text_config().hidden_size
         dtype = next(self.model.parameters()).dtype
-        out = torch.empty((len(suffixes), hidden_size), dtype=dtype, device=self.device)
-        full = [prefix_ids + s for s in suffixes]
+        out = torch.empty((len(full), hidden_size), dtype=dtype, device=self.device)
         for batch in length_batches([len(f) for f in full], self.token_budget):
             ids, last = _right_padded([full[i] for i in batch], _pad_id(self.model), self.device)
             hidden = self.model.model(input_ids=ids, use_cache=False).last_hidden_state
             out[batch] = hidden[torch.arange(len(batch), device=self.device), last]
-        return out
+        return _split(out, groups)
 
 
 class PrefixScorer:
-    """Cache engine: the shared prefix runs once; suffix batches attend to its expanded KV cache."""
+    """Cache engine: each prefix runs once; suffix batches attend to the KV cache of their prefix.
 
-    def __init__(self, model: PreTrainedModel, token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
+    Suffixes of several groups share a batch: each row's prefix keys/values are placed
+    right-aligned in a common cache, and the slots left of a shorter prefix are masked. Rotary
+    positions come from each row's own position ids, so a row computes exactly what it would alone.
+    """
+
+    def __init__(self, model: PreTrainedModel, token_budget: int | None = None) -> None:
         self.model = model
-        self.token_budget = token_budget
+        self.token_budget = token_budget or default_token_budget(model)
         self.device = next(model.parameters()).device
-        self._fallback = PaddedScorer(model, token_budget)
+        self._fallback = PaddedScorer(model, self.token_budget)
 
     def _prefix_fits_cache(self, prefix_len: int) -> bool:
         # A sliding-window layer keeps only its last window-1 keys; past that the expanded
@@ -119,31 +156,65 @@ class PrefixScorer:
         window = getattr(self.model.config.get_text_config(), "sliding_window", None)
         return window is None or prefix_len < window - 1
 
-    @torch.inference_mode()
     def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
-        _check(prefix_ids, suffixes)
-        if not self._prefix_fits_cache(len(prefix_ids)):
-            return self._fallback.last_hidden_states(prefix_ids, suffixes)
-        config = self.model.config
+        return self.last_hidden_states_groups([(prefix_ids, suffixes)])[0]
+
+    def _prefix_layers(self, prefix_ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         prefix = torch.tensor([prefix_ids], dtype=torch.long, device=self.device)
-        prefix_cache = self.model.model(input_ids=prefix, use_cache=True).past_key_values
-        layers = [(layer.keys, layer.values) for layer in prefix_cache.layers]
-        p = len(prefix_ids)
-        hidden_size = config.get_text_config().hidden_size
-        out = torch.empty((len(suffixes), hidden_size), dtype=layers[0][0].dtype, device=self.device)
+        cache = self.model.model(input_ids=prefix, use_cache=True).past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]  # each (1, kv_heads, p, d)
+
+    def _batch_cache(self, members: list[int], layers: list[list[tuple[torch.Tensor, torch.Tensor]]],
+                     lengths: list[int], width: int) -> tuple[DynamicCache, torch.Tensor | None]:
+        """The batch's KV cache and, when its rows' prefixes differ in length, the padding mask."""
+        config = self.model.config
+        b = len(members)
+        if len(set(members)) == 1:  # one group: a view of its cache, no copy, no mask
+            data = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in layers[members[0]]]
+            return DynamicCache(ddp_cache_data=data, config=config), None
+        longest = max(lengths[g] for g in members)
+        data = []
+        for layer in range(len(layers[members[0]])):
+            k0, v0 = layers[members[0]][layer]
+            keys = k0.new_zeros((b, k0.shape[1], longest, k0.shape[3]))
+            values = v0.new_zeros((b, v0.shape[1], longest, v0.shape[3]))
+            for row, g in enumerate(members):
+                k, v = layers[g][layer]
+                keys[row, :, longest - lengths[g]:] = k[0]
+                values[row, :, longest - lengths[g]:] = v[0]
+            data.append((keys, values))
+        mask = None
+        if any(lengths[g] != longest for g in members):
+            mask = torch.ones((b, longest + width), dtype=torch.long, device=self.device)
+            for row, g in enumerate(members):
+                mask[row, : longest - lengths[g]] = 0
+        return DynamicCache(ddp_cache_data=data, config=config), mask
+
+    @torch.inference_mode()
+    def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
+        for prefix_ids, suffixes in groups:
+            _check(prefix_ids, suffixes)
+        if not all(self._prefix_fits_cache(len(prefix_ids)) for prefix_ids, _ in groups):
+            return self._fallback.last_hidden_states_groups(groups)
+        layers = [self._prefix_layers(prefix_ids) for prefix_ids, _ in groups]
+        lengths = [len(prefix_ids) for prefix_ids, _ in groups]
+        refs = _flatten(groups)
+        suffixes = [groups[g][1][i] for g, i in refs]
+        hidden_size = self.model.config.get_text_config().hidden_size
+        out = torch.empty((len(refs), hidden_size), dtype=layers[0][0][0].dtype, device=self.device)
         for batch in length_batches([len(s) for s in suffixes], self.token_budget):
-            ids, last = _right_padded([suffixes[i] for i in batch], _pad_id(self.model), self.device)
+            members = [refs[k][0] for k in batch]
+            ids, last = _right_padded([suffixes[k] for k in batch], _pad_id(self.model), self.device)
             b, width = ids.shape
-            cache = DynamicCache(
-                ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in layers],
-                config=config,
-            )
-            positions = torch.arange(p, p + width, device=self.device).unsqueeze(0).expand(b, -1)
+            cache, mask = self._batch_cache(members, layers, lengths, width)
+            positions = torch.stack([torch.arange(lengths[g], lengths[g] + width, device=self.device)
+                                     for g in members])
             hidden = self.model.model(
-                input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True,
+                input_ids=ids, past_key_values=cache, position_ids=positions, attention_mask=mask,
+                use_cache=True,
             ).last_hidden_state
             out[batch] = hidden[torch.arange(b, device=self.device), last]
-        return out
+        return _split(out, groups)
 
 
 ENGINES = ("cache", "packed", "padded")
@@ -166,9 +237,9 @@ def make_scorer(model: PreTrainedModel, engine: str = "auto",
             except ImportError as exc:  # Triton or the kernels missing: the cache engine is exact too
                 logger.info("packed scoring unavailable (%s); using the prefix-cache engine", exc)
     if engine == "cache":
-        return PrefixScorer(model, token_budget or DEFAULT_TOKEN_BUDGET)
+        return PrefixScorer(model, token_budget)
     if engine == "padded":
-        return PaddedScorer(model, token_budget or DEFAULT_TOKEN_BUDGET)
+        return PaddedScorer(model, token_budget)
     if engine == "packed":
         from models.llm.packed_scoring import PackedPrefixScorer
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from models.llm.loading import CausalLM
-from models.llm.prefix_scoring import HiddenStateScorer, label_logits, make_scorer
+from models.llm.prefix_scoring import HiddenStateScorer, PrefixGroup, label_logits, make_scorer
 from models.rerankers.base import Reranker
 
 _SENTINEL = "\u2063RRS-VARYING-PART\u2063"
@@ -70,10 +70,17 @@ class LLMReranker(Reranker):
         Each label's mass is the sum over its single-token spellings; the distribution is then
         renormalised over the labels only (what the Qwen3-Reranker and monoT5 recipes do).
         """
+        return self.label_log_probs_groups([(prefix_ids, suffixes)], labels)[0]
+
+    def label_log_probs_groups(self, groups: Sequence[PrefixGroup],
+                               labels: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """`label_log_probs` for several (prefix, suffixes) groups, batched in one engine call."""
         flat = [t for group in labels for t in group]
-        logits = label_logits(self.lm.model, self.scorer.last_hidden_states(prefix_ids, suffixes), flat)
+        hidden = torch.cat(self.scorer.last_hidden_states_groups(groups))
+        logits = label_logits(self.lm.model, hidden, flat)
         grouped, start = [], 0
         for group in labels:
             grouped.append(torch.logsumexp(logits[:, start:start + len(group)], dim=1))
             start += len(group)
-        return torch.log_softmax(torch.stack(grouped, dim=1), dim=1)
+        log_probs = torch.log_softmax(torch.stack(grouped, dim=1), dim=1)
+        return list(log_probs.split([len(suffixes) for _, suffixes in groups]))

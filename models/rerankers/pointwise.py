@@ -75,15 +75,26 @@ class JudgeReranker(LLMReranker):
         raise NotImplementedError
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
-        if not documents:
-            return []
+        return self.score_many([(query, documents)])[0]
+
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """Scores for several (query, documents) requests from one batched engine call.
+
+        Each query's prefix is computed once and documents of all requests share batches, so
+        requests that arrive together cost about what one request with all their documents costs.
+        A row's score does not depend on what it was batched with.
+        """
+        groups = [self._prompt_group(query, documents) for query, documents in requests]
+        live = [g for g in groups if g[1]]
+        labels = [self.lm.label_ids(spellings) for spellings in self.label_spellings()]
+        results = iter(self.label_log_probs_groups(live, labels) if live else [])
+        return [self.reduce(next(results).tolist()) if suffixes else [] for _, suffixes in groups]
+
+    def _prompt_group(self, query: str, documents: Sequence[str]) -> tuple[list[int], list[list[int]]]:
         t = self.template
         user = t.user.format(instruction=t.instruction, query=query, document="{varying}")
         parts = split_prompt(self.lm, t.system, user, t.assistant_start)
-        suffixes = [suffix_ids(self.lm, parts, self.clip(d)) for d in documents]
-        labels = [self.lm.label_ids(spellings) for spellings in self.label_spellings()]
-        log_probs = self.label_log_probs(parts.prefix_ids, suffixes, labels)
-        return self.reduce(log_probs.tolist())
+        return parts.prefix_ids, [suffix_ids(self.lm, parts, self.clip(d)) for d in documents]
 
 
 class PointwiseReranker(JudgeReranker):
