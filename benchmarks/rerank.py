@@ -158,3 +158,35 @@ def eval_rerank_stage(method: str, candidates: int, model: str | None,
     reranker = build_reranker(method, model=model, encode=encoder.encode,
                               **({"tokenizer": encoder.tokenizer} if method == "embedding" else {}))
     return rerank_stage(reranker, candidates, f"dense+{method}@{candidates}")
+
+
+def run_coalescing(dataset: Path = DEFAULT_DATASET, requests: int = 8, docs: int = 10, doc_tokens: int = 100,
+                   rounds: int = 3, model: str = DEFAULT_RERANK_LLM) -> dict[str, Any]:
+    """Several small pointwise requests in flight: one after another vs coalesced into one call.
+
+    What the server does with requests that wait for a busy model (`RerankService` hands them to
+    `score_many` together): each query's prefix still runs once, their documents share batches.
+    """
+    lm = load_causal_lm(model, device="cpu", dtype="float32")
+    beir = load_beir(dataset)
+    queries = list(beir.queries.values())[:requests]
+    _, texts = benchmark_documents(dataset, lm, requests * docs, doc_tokens)
+    batch = [(q, texts[i * docs:(i + 1) * docs]) for i, q in enumerate(queries)]
+    reranker = PointwiseReranker(lm, engine="cache", template=COMPACT_TEMPLATE)
+    reranker.score_many(batch[:2])  # warm-up
+    seq: list[float] = []
+    together: list[float] = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        alone = [reranker.score(q, d) for q, d in batch]
+        seq.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        merged = reranker.score_many(batch)
+        together.append(time.perf_counter() - start)
+    max_diff = max(abs(a - b) for x, y in zip(alone, merged, strict=True) for a, b in zip(x, y, strict=True))
+    seq_s, together_s = statistics.median(seq), statistics.median(together)
+    pairs = requests * docs
+    return {"requests": len(batch), "docs_per_request": docs, "pairs": pairs, "threads": torch.get_num_threads(),
+            "one_by_one": {"wall_seconds": seq_s, "wall_all": seq, "pairs_per_s": pairs / seq_s},
+            "coalesced": {"wall_seconds": together_s, "wall_all": together, "pairs_per_s": pairs / together_s},
+            "speedup": seq_s / together_s, "max_score_diff": max_diff, "date": time.strftime("%Y-%m-%d")}
