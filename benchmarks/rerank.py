@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from indexing.evaluation import BeirDataset, EvalReport, SystemResult, load_beir
 from models.llm.loading import DEFAULT_RERANK_LLM, CausalLM, load_causal_lm
@@ -135,7 +136,7 @@ def rerank_stage(reranker: Reranker, candidates: int, name: str) -> Callable[[Ev
         assert report.dense is not None, "the rerank stage needs the dense run"
         run: dict[str, dict[str, float]] = {}
         rerank_ms: list[float] = []
-        for qid, query in data.queries.items():
+        for qid, query in tqdm(data.queries.items(), desc=f"rerank {name}", unit="query"):
             ranked = [doc for doc, _ in report.dense.candidates[qid]]
             head = ranked[:candidates]
             start = time.perf_counter()
