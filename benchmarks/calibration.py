@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from indexing.calibration.dataset import labelled_queries, read_qrels
-from indexing.calibration.evaluation import METHODS, MethodReport, cross_validate, default_grid, topic_density_grid
-from indexing.calibration.features import TOPIC_SIZES, candidate_features, topic_centre
+from indexing.calibration.evaluation import (
+    METHODS,
+    MethodReport,
+    coherence_grid,
+    cross_validate,
+    default_grid,
+    topic_density_grid,
+)
+from indexing.calibration.features import TOPIC_SIZES, candidate_features, coherence_tail, topic_centre
 from indexing.calibration.metrics import choose_threshold, filter_metrics
 from indexing.calibration.model import CalibratorConfig, LabelledQuery
 from indexing.calibration.report import LABELS, markdown_table, write_report
@@ -92,6 +99,7 @@ def dense_candidates(
         centres = np.stack([topic_centre(ranked[:m]) for m in TOPIC_SIZES])
         neighbours = -np.sort(-(centres @ data.doc_emb.T), axis=1)[:, :depth]
         q.topic_neighbours = dict(zip(TOPIC_SIZES, neighbours, strict=True))
+        q.coherence_tails = {m: coherence_tail(ranked, m) for m in TOPIC_SIZES}
     labelled = {q.query_id for q in queries}
     unlabelled = np.array([e for qid, e in zip(data.query_ids, data.query_emb, strict=True) if qid not in labelled])
     return queries, unlabelled.reshape(-1, data.query_emb.shape[1])
@@ -104,6 +112,15 @@ def embedding_only_report(
     grid = [CalibratorConfig("power", "embedding", l2) for l2 in (0.003, 0.03, 0.3)]
     report = cross_validate(queries, "adapter", folds, seed, target, grid, unlabelled)
     report.name = "adapter_embedding_only"
+    return report
+
+
+def scores_only_report(
+    queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
+) -> MethodReport:
+    """The calibrator without the list-coherence feature (score shape and query embedding only)."""
+    report = cross_validate(queries, "adapter", folds, seed, target, default_grid(), unlabelled)
+    report.name = "adapter_scores_only"
     return report
 
 
@@ -158,6 +175,7 @@ def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int
 
 
 LABELS.setdefault("adapter_embedding_only", "calibrator, query embedding only (paper's choice)")
+LABELS.setdefault("adapter_scores_only", "calibrator without list coherence (session-1 default)")
 LABELS.setdefault("adapter_topic_density", "calibrator, grid + topic density (m by inner CV)")
 LABELS.setdefault("oracle_base_rate", "diagnostic: oracle per-query base rate (reads test labels)")
 
@@ -179,10 +197,13 @@ def main() -> None:
     data = embed_dataset(args.dataset.resolve())
     queries, unlabelled = dense_candidates(data)
     started = time.time()
+    # The calibrator as `rrs calibrate` fits it by default: its grid offers the list-coherence feature.
     reports = [
-        cross_validate(queries, m, args.folds, args.seed, args.target_precision, unlabelled_embeddings=unlabelled)
+        cross_validate(queries, m, args.folds, args.seed, args.target_precision,
+                       coherence_grid() if m == "adapter" else None, unlabelled)
         for m in METHODS
     ]
+    reports.append(scores_only_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
     reports.append(embedding_only_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
     reports.append(topic_density_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
     diagnostic = oracle_base_rate_report(queries, args.folds, args.seed)
@@ -195,13 +216,16 @@ def main() -> None:
     print(f"cross-validated R^2 of the per-query logit share relevant from the list features: {r2:.3f}")
     spread: dict[str, list[tuple[float, float, float | None]]] = {}
     for seed in [args.seed] + [int(v) for v in args.extra_seeds.split(",") if v.strip()]:
-        for m in ("cosine_cutoff", "platt", "adapter", "adapter_topic_density"):
+        for m in ("cosine_cutoff", "platt", "adapter", "adapter_scores_only", "adapter_topic_density"):
             if seed == args.seed:
                 r = next(r for r in reports if r.name == m)
             elif m == "adapter_topic_density":
                 r = topic_density_report(queries, args.folds, seed, args.target_precision, unlabelled)
+            elif m == "adapter_scores_only":
+                r = scores_only_report(queries, args.folds, seed, args.target_precision, unlabelled)
             else:
-                r = cross_validate(queries, m, args.folds, seed, args.target_precision, default_grid(), unlabelled)
+                grid = coherence_grid() if m == "adapter" else default_grid()
+                r = cross_validate(queries, m, args.folds, seed, args.target_precision, grid, unlabelled)
             spread.setdefault(m, []).append((r.metrics.precision_at_recall_80, r.metrics.roc_auc, r.metrics.ece))
     for m, rows in spread.items():
         arr = np.array([[a, b] for a, b, _ in rows])

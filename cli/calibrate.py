@@ -40,6 +40,11 @@ def calibrate(
         False,
         help="Also offer CV the topic-density feature (one more index search per calibrated query when serving).",
     ),
+    list_coherence: bool = typer.Option(
+        True,
+        help="Offer CV the list-coherence feature (reads the candidates' stored vectors when serving; no extra "
+        "search). Ignored with --topic-density.",
+    ),
 ) -> None:
     """Fit (with --dataset), install (--apply) or export (--export) a collection's relevance calibration.
 
@@ -83,6 +88,7 @@ def calibrate(
                 report_dir or folder / "calibration",
                 device,
                 topic_density,
+                list_coherence,
             )
             install_calibration(coll, calibration)
             typer.echo(f"{collection}: calibration stored in {folder / 'manifest.json'}")
@@ -111,17 +117,24 @@ def _fit(
     report_dir: Path,
     device: str,
     topic_density: bool = False,
+    list_coherence: bool = True,
 ):  # noqa: ANN202
     """Retrieve top-`depth` for every judged query, cross-validate all methods, fit the calibrator."""
     import numpy as np
 
     from indexing.calibration.dataset import labelled_queries, read_qrels
-    from indexing.calibration.evaluation import METHODS, cross_validate, default_grid, topic_density_grid
+    from indexing.calibration.evaluation import (
+        METHODS,
+        coherence_grid,
+        cross_validate,
+        default_grid,
+        topic_density_grid,
+    )
     from indexing.calibration.families import FAMILIES
     from indexing.calibration.features import TOPIC_SIZES
     from indexing.calibration.relevance import fit_calibration
     from indexing.calibration.report import markdown_table, write_report
-    from indexing.calibration.serving import topic_neighbour_scores
+    from indexing.calibration.serving import coherence_tails, topic_neighbour_scores
     from models.embedder import load_embedder
 
     if family is not None and family not in FAMILIES:
@@ -145,12 +158,17 @@ def _fit(
         raise ValueError(f"dataset: {len(queries)} queries have a relevant candidate; need at least {folds}")
     families = (family,) if family else ("linear", "power")
     grid = default_grid(families, n_candidates=depth)
+    sizes = tuple(m for m in TOPIC_SIZES if m <= depth)
+    row_of = {str(r["_id"]): i for i, r in enumerate(rows)}
     if topic_density:
-        sizes = tuple(m for m in TOPIC_SIZES if m <= depth)
-        row_of = {str(r["_id"]): i for i, r in enumerate(rows)}
         for q in queries:
             q.topic_neighbours = topic_neighbour_scores(coll, vids[row_of[q.query_id]], sizes, depth)
         grid = topic_density_grid(families, depth, sizes)
+    elif list_coherence:
+        for q in queries:
+            ranked = vids[row_of[q.query_id]]
+            q.coherence_tails = coherence_tails(coll, ranked[ranked >= 0], sizes)
+        grid = coherence_grid(families, depth, sizes)
     typer.echo(
         f"{coll.name}: {len(queries)} labelled queries, {sum(len(q.scores) for q in queries)} pairs; "
         f"{folds}-fold CV by query over {len(grid)} calibrator settings ..."

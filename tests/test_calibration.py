@@ -10,9 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
-from indexing.calibration.evaluation import cross_validate, default_grid, select_config, topic_density_grid
+from indexing.calibration.evaluation import (
+    coherence_grid,
+    cross_validate,
+    default_grid,
+    select_config,
+    topic_density_grid,
+)
 from indexing.calibration.families import FAMILIES, transform
-from indexing.calibration.features import TOPIC_SIZES, topic_centre, topic_density
+from indexing.calibration.features import TOPIC_SIZES, coherence_tail, list_coherence, topic_centre, topic_density
 from indexing.calibration.metrics import choose_threshold, expected_calibration_error, filter_metrics
 from indexing.calibration.model import CalibratorConfig, LabelledQuery, QueryDependentCalibrator
 from indexing.calibration.relevance import CalibrationError, ModelMismatch, RelevanceCalibration, fit_calibration
@@ -240,7 +246,8 @@ def test_topic_density_round_trip_and_old_payloads(synthetic: tuple) -> None:
     config = CalibratorConfig("linear", "scores", 0.03, n_candidates=50, topic_size=10)
     calibration = fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3)
     data = json.loads(json.dumps(calibration.to_dict()))
-    assert data["schema_version"] == 2 and data["topic_size"] == 10 and data["feature_names"][-1] == "topic_density"
+    assert data["schema_version"] == 3 and data["topic_size"] == 10 and data["feature_names"][-1] == "topic_density"
+    assert data["topic_feature"] == "density"
     restored = RelevanceCalibration.from_dict(data)
     q = queries[0]
     topic = q.topic_neighbour_scores(10)
@@ -292,5 +299,94 @@ def test_serving_computes_topic_density_from_the_collection_index(tmp_path) -> N
         [served] = coll.search(query[None, :], 50, min_relevance=0.0)
         want = calibration.apply(exact[order[:50]], query, exact[order[:50]], got[5])
         np.testing.assert_allclose([h.relevance for h in served.hits], want, rtol=1e-5)
+    finally:
+        coll.close()
+
+
+# ----- list coherence: how far the candidate list's lower half stays on the topic of its head -----
+def coherence_queries(n_queries: int, seed: int) -> list[LabelledQuery]:
+    """Same score shape for every query; only the tail's similarity to the head's topic carries the prior."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_queries):
+        scores = np.sort(np.clip(0.45 + 0.1 * rng.standard_normal(50), -1, 1))[::-1]
+        broad = rng.uniform()
+        labels = (rng.uniform(size=50) < expit(10 * (scores - 0.45) + 6 * (broad - 0.5))).astype(float)
+        tails = {m: np.full(25, 0.3 + 0.5 * broad) + 0.01 * rng.standard_normal(25) for m in TOPIC_SIZES}
+        emb = rng.standard_normal(DIM).astype(np.float32)
+        out.append(LabelledQuery(f"c{i}", emb / np.linalg.norm(emb), scores, labels, coherence_tails=tails))
+    return out
+
+
+def test_list_coherence_reads_the_lower_half_against_the_head_centre() -> None:
+    head = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    on_topic = np.r_[head, np.tile([[2**-0.5, 2**-0.5, 0.0]], (2, 1))]
+    drifting = np.r_[head, np.tile([[0.0, 0.0, 1.0]], (2, 1))]
+    np.testing.assert_allclose(coherence_tail(on_topic, 2), [1.0, 1.0])
+    assert list_coherence(coherence_tail(on_topic, 2)) == pytest.approx(1.0)
+    assert list_coherence(coherence_tail(drifting, 2)) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="at least one candidate"):
+        coherence_tail(np.zeros((0, 3)), 2)
+
+
+def test_cross_validation_picks_list_coherence_when_it_carries_the_prior() -> None:
+    queries = coherence_queries(60, seed=11)
+    selection = select_config(queries, coherence_grid(("linear",), n_candidates=50), n_folds=4)
+    assert selection.config.topic_feature == "coherence" and selection.config.topic_size in TOPIC_SIZES
+    by_config = dict(selection.log_loss_by_config)
+    without = min(loss for c, loss in by_config.items() if c.topic_size == 0)
+    assert by_config[selection.config] < without - 0.01
+
+
+def test_list_coherence_round_trip_and_schema_checks() -> None:
+    queries = coherence_queries(40, seed=12)
+    config = CalibratorConfig("linear", "scores", 0.03, n_candidates=50, topic_size=5, topic_feature="coherence")
+    calibration = fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3)
+    data = json.loads(json.dumps(calibration.to_dict()))
+    assert data["schema_version"] == 3 and data["topic_feature"] == "coherence"
+    assert data["feature_names"][-1] == "list_coherence"
+    restored = RelevanceCalibration.from_dict(data)
+    assert restored.topic_feature == "coherence" and restored.topic_size == 5
+    q = queries[0]
+    tail = q.coherence_tails[5]
+    np.testing.assert_allclose(restored.apply(q.scores, None, q.scores, tail),
+                               calibration.apply(q.scores, None, q.scores, tail))
+    with pytest.raises(ValueError, match="list-coherence tail"):
+        restored.apply(q.scores, None, q.scores)
+    with pytest.raises(CalibrationError):  # version 2 had no list coherence
+        RelevanceCalibration.from_dict({**data, "schema_version": 2})
+    with pytest.raises(CalibrationError):  # the feature name must match the feature
+        RelevanceCalibration.from_dict({**data, "topic_feature": "density"})
+
+
+def test_serving_computes_list_coherence_from_the_stored_vectors(tmp_path) -> None:
+    """No second search: the candidates' stored vectors give the same tail as exact cosine over the corpus."""
+    from indexing.calibration.serving import coherence_tails, install_calibration
+    from indexing.collection import Collection, CollectionConfig
+    from indexing.store import Document
+
+    rng = np.random.default_rng(13)
+    corpus = rng.standard_normal((300, DIM)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    coll = Collection.create(tmp_path / "c", CollectionConfig("c", MODEL, DIM, index_kind="flat"))
+    try:
+        coll.upsert([Document(f"d{i}", f"passage {i}") for i in range(len(corpus))], corpus)
+        query = corpus[0] + 0.3 * corpus[1]
+        query /= np.linalg.norm(query)
+        exact = query @ corpus.T
+        order = np.argsort(-exact)[:50]
+        [result] = coll.search(query[None, :], 50)
+        got = coherence_tails(coll, np.array([h.vid for h in result.hits]), (5, 10))
+        for m in (5, 10):
+            np.testing.assert_allclose(got[m], coherence_tail(corpus[order], m), atol=1e-5)
+
+        queries = coherence_queries(40, seed=14)
+        config = CalibratorConfig("linear", "scores", 0.03, n_candidates=50, topic_size=5, topic_feature="coherence")
+        calibration = install_calibration(coll, fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3))
+        [served] = coll.search(query[None, :], 50, min_relevance=0.0)
+        want = calibration.apply(exact[order], query, exact[order], got[5])
+        np.testing.assert_allclose([h.relevance for h in served.hits], want, rtol=1e-5)
+        relevance = [h.relevance for h in served.hits]
+        assert relevance == sorted(relevance, reverse=True)  # monotone in the score within the query
     finally:
         coll.close()

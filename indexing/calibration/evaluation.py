@@ -50,9 +50,26 @@ def topic_density_grid(
     return default_grid(families, n_candidates) + extra
 
 
+def coherence_grid(
+    families: Sequence[str] = ("linear", "power"),
+    n_candidates: int = 100,
+    topic_sizes: Sequence[int] = TOPIC_SIZES,
+) -> list[CalibratorConfig]:
+    """`default_grid` plus score shape + list coherence for each m: inner CV picks m on training queries.
+
+    Its queries need `coherence_tails` for every m in `topic_sizes`.
+    """
+    extra = [
+        CalibratorConfig(family, "scores", l2, n_candidates=n_candidates, topic_size=m, topic_feature="coherence")
+        for family, l2, m in itertools.product(families, L2_GRID, topic_sizes)
+    ]
+    return default_grid(families, n_candidates) + extra
+
+
 def config_label(c: CalibratorConfig) -> str:
     """Short name of a chosen configuration, for reports."""
-    return f"{c.family}/{c.feature_set}{f'+density(m={c.topic_size})' if c.topic_size else ''}/l2={c.l2:g}"
+    topic = f"+{c.topic_feature}(m={c.topic_size})" if c.topic_size else ""
+    return f"{c.family}/{c.feature_set}{topic}/l2={c.l2:g}"
 
 
 # ----- baselines --------------------------------------------------------------------------------

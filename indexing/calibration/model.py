@@ -2,7 +2,8 @@
 
 a(q) = exp(alpha . f(q)) > 0 and b(q) = beta . f(q), where f(q) are standardised, label-free query
 features (score-distribution shape and/or a low-rank projection of the query embedding, optionally
-the corpus density around the query's topic centre) with an intercept. Fitted by L2-penalised
+the corpus density around the query's topic centre or the coherence of its candidate list) with an
+intercept. Fitted by L2-penalised
 maximum likelihood on labelled (query, candidate) pairs; the penalty leaves the intercepts free,
 so heavy regularisation shrinks toward global Platt scaling (exactly this model with no features).
 """
@@ -19,9 +20,11 @@ from scipy.special import expit
 from indexing.calibration.families import exponent_of, transform, transform_dk
 from indexing.calibration.features import (
     CANDIDATE_FEATURES,
+    LIST_COHERENCE_FEATURE,
     TOPIC_DENSITY_FEATURE,
     QueryProjection,
     candidate_features,
+    list_coherence,
     topic_density,
 )
 
@@ -39,9 +42,20 @@ class LabelledQuery:
     # topic size m -> scores of the corpus's top-n neighbours of the centre of the query's top-m hits
     # (unlabelled corpus statistics; only calibrators with `topic_size` > 0 read them).
     topic_neighbours: dict[int, np.ndarray] | None = None
+    # topic size m -> similarities of the lower half of the candidate list to the centre of its top-m
+    # (`features.coherence_tail`; only calibrators with topic_feature "coherence" read them).
+    coherence_tails: dict[int, np.ndarray] | None = None
 
     def topic_neighbour_scores(self, topic_size: int) -> np.ndarray | None:
         return None if topic_size <= 0 or self.topic_neighbours is None else self.topic_neighbours.get(topic_size)
+
+    def topic_input(self, config: CalibratorConfig) -> np.ndarray | None:
+        """What the config's topic feature reads: neighbour scores (density) or tail similarities."""
+        if config.topic_size <= 0:
+            return None
+        if config.topic_feature == "coherence":
+            return None if self.coherence_tails is None else self.coherence_tails.get(config.topic_size)
+        return self.topic_neighbour_scores(config.topic_size)
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,8 @@ class CalibratorConfig:
     l2: float = 1.0
     projection_rank: int = 4
     n_candidates: int = 100
-    topic_size: int = 0  # m of the topic-density feature; 0: not used
+    topic_size: int = 0  # m of the topic feature (centre of the top-m hits); 0: not used
+    topic_feature: str = "density"  # "density" (corpus around the centre) or "coherence" (the list's tail)
 
 
 class QueryDependentCalibrator:
@@ -86,7 +101,7 @@ class QueryDependentCalibrator:
         if config.feature_set in ("embedding", "scores+embedding"):
             names += [f"query_pc{i}" for i in range(projection_rank)]
         if config.topic_size > 0:
-            names.append(TOPIC_DENSITY_FEATURE)
+            names.append(LIST_COHERENCE_FEATURE if config.topic_feature == "coherence" else TOPIC_DENSITY_FEATURE)
         return names
 
     @staticmethod
@@ -106,8 +121,13 @@ class QueryDependentCalibrator:
             parts.append(projection(query_embedding))
         if config.topic_size > 0:
             if topic_neighbour_scores is None:
-                raise ValueError("this calibrator needs the topic centre's neighbour scores")
-            parts.append(np.array([topic_density(topic_neighbour_scores, candidate_scores, config.topic_size)]))
+                coherence = config.topic_feature == "coherence"
+                what = "list-coherence tail" if coherence else "topic centre's neighbour scores"
+                raise ValueError(f"this calibrator needs the {what}")
+            if config.topic_feature == "coherence":
+                parts.append(np.array([list_coherence(topic_neighbour_scores)]))
+            else:
+                parts.append(np.array([topic_density(topic_neighbour_scores, candidate_scores, config.topic_size)]))
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def _design_row(
@@ -126,16 +146,16 @@ class QueryDependentCalibrator:
     ) -> np.ndarray:
         """Calibrated relevance in [0, 1] of `scores` for one query whose top list is `candidate_scores`.
 
-        `topic_neighbours`: scores of the corpus's top-n neighbours of the query's topic centre
-        (only a calibrator with `topic_size` > 0 needs them).
+        `topic_neighbours`: what the topic feature reads (only a calibrator with `topic_size` > 0
+        needs it): scores of the corpus's top-n neighbours of the query's topic centre (density), or
+        the similarities of the candidate list's lower half to that centre (coherence).
         """
         f = self._design_row(query_embedding, candidate_scores, topic_neighbours)
         slope = np.exp(np.clip(f @ self.alpha, -30.0, 30.0))
         return expit(slope * transform(np.asarray(scores, dtype=np.float64), self.exponent) + f @ self.beta)
 
     def predict(self, query: LabelledQuery) -> np.ndarray:
-        topic = query.topic_neighbour_scores(self.config.topic_size)
-        return self.apply(query.scores, query.embedding, query.scores, topic)
+        return self.apply(query.scores, query.embedding, query.scores, query.topic_input(self.config))
 
     # ----- fitting --------------------------------------------------------------------------
     @classmethod
@@ -154,7 +174,7 @@ class QueryDependentCalibrator:
             projection = QueryProjection.fit(pool, config.projection_rank)
         raw = np.array(
             [
-                cls.raw_features(config, projection, q.embedding, q.scores, q.topic_neighbour_scores(config.topic_size))
+                cls.raw_features(config, projection, q.embedding, q.scores, q.topic_input(config))
                 for q in queries
             ],
             dtype=np.float64,

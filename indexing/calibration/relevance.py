@@ -52,8 +52,13 @@ class RelevanceCalibration:
 
     @property
     def topic_size(self) -> int:
-        """m of the topic-density feature (0: serving needs no neighbour search of the topic centre)."""
+        """m of the topic feature (0: serving computes no topic centre)."""
         return self.calibrator.config.topic_size
+
+    @property
+    def topic_feature(self) -> str:
+        """"density" (one more index search per query) or "coherence" (the candidates' stored vectors)."""
+        return self.calibrator.config.topic_feature
 
     def apply(self, scores: np.ndarray, *query: np.ndarray | None) -> np.ndarray:
         """Relevance of `scores` (any subset of the query's hits); monotone in the score.
@@ -85,6 +90,7 @@ class RelevanceCalibration:
             "feature_set": c.config.feature_set,
             "n_candidates": c.config.n_candidates,
             "topic_size": c.config.topic_size,
+            "topic_feature": c.config.topic_feature,
             "feature_names": QueryDependentCalibrator.feature_names(c.config, c.projection.rank if c.projection else 0),
             "feature_mean": c.feature_mean.tolist(),
             "feature_scale": c.feature_scale.tolist(),
@@ -108,6 +114,7 @@ class RelevanceCalibration:
             projection_rank=projection.rank if projection else 0,
             n_candidates=payload.n_candidates,
             topic_size=payload.topic_size,
+            topic_feature=payload.topic_feature,
         )
         calibrator = QueryDependentCalibrator(
             config,

@@ -11,10 +11,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from indexing.calibration.families import FAMILIES, REFERENCE_SCORE
-from indexing.calibration.features import CANDIDATE_FEATURES, TOPIC_DENSITY_FEATURE
+from indexing.calibration.features import CANDIDATE_FEATURES, LIST_COHERENCE_FEATURE, TOPIC_DENSITY_FEATURE
 
-# 2 added `topic_size` (the topic-density feature); version-1 payloads still load (topic_size 0).
-SCHEMA_VERSION = 2
+# 2 added `topic_size` (the topic-density feature); 3 added `topic_feature` (density or list
+# coherence). Older payloads still load (topic_size 0, topic_feature density).
+SCHEMA_VERSION = 3
 FeatureSet = Literal["none", "scores", "embedding", "scores+embedding"]
 Family = Literal["linear", "sqrt", "quadratic", "power"]
 assert set(Family.__args__) == set(FAMILIES)  # type: ignore[attr-defined]
@@ -38,7 +39,7 @@ class CalibrationPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1, 2] = Field(SCHEMA_VERSION, description="Format version of this payload.")
+    schema_version: Literal[1, 2, 3] = Field(SCHEMA_VERSION, description="Format version of this payload.")
     embedding_model: str = Field(..., min_length=1, max_length=512)
     embedding_dim: int = Field(..., ge=1, le=65536)
     family: Family
@@ -48,6 +49,10 @@ class CalibrationPayload(BaseModel):
     n_candidates: int = Field(..., ge=1, le=10000, description="Top-n candidate scores the features read.")
     topic_size: int = Field(
         0, ge=0, le=10000, description="m of the topic-density feature (centre of the top-m hits); 0: not used."
+    )
+    topic_feature: Literal["density", "coherence"] = Field(
+        "density", description="What the topic-size feature measures: corpus density around the centre of "
+        "the top-m hits, or the coherence of the candidate list's lower half with that centre."
     )
     feature_names: list[str]
     feature_mean: list[float]
@@ -96,7 +101,9 @@ class CalibrationPayload(BaseModel):
                 raise ValueError("topic_size: needs schema_version 2")
             if self.topic_size > self.n_candidates:
                 raise ValueError("topic_size: cannot exceed n_candidates")
-            expected.append(TOPIC_DENSITY_FEATURE)
+            if self.topic_feature == "coherence" and self.schema_version < 3:
+                raise ValueError("topic_feature: 'coherence' needs schema_version 3")
+            expected.append(LIST_COHERENCE_FEATURE if self.topic_feature == "coherence" else TOPIC_DENSITY_FEATURE)
         if self.feature_names != expected:
             raise ValueError(f"feature_names: feature_set {self.feature_set!r} needs {expected}")
         return self

@@ -4,7 +4,8 @@ The collection calls `calibrate(query_vector, hits)` (its `Calibrator` seam). Fe
 computed from the same list the calibrator was fitted on, the query's unfiltered top-n, whatever
 `top_k` or metadata filter the request has, so each calibrated query runs one index search of depth n
 (cheap next to embedding the query). A calibrator with the topic-density feature runs one more: the
-centre of the top-m of those hits against the same index, at the same depth.
+centre of the top-m of those hits against the same index, at the same depth. One with the
+list-coherence feature reads the stored vectors of those hits instead (no second search).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from indexing.calibration.features import topic_centre
+from indexing.calibration.features import coherence_tail, topic_centre
 from indexing.calibration.relevance import CalibrationError, RelevanceCalibration
 from indexing.collection import Collection, Hit
 from indexing.snapshot import read_manifest, update_manifest
@@ -49,7 +50,9 @@ class CollectionCalibrator:
         scores, vids = self.candidates(query_vector, hits)
         topic = None
         m = self.calibration.topic_size
-        if m > 0:
+        if m > 0 and self.calibration.topic_feature == "coherence":
+            topic = coherence_tails(self.collection, vids, (m,))[m]
+        elif m > 0:
             topic = topic_neighbour_scores(self.collection, vids, (m,), self.calibration.n_candidates)[m]
         relevance = self.calibration.apply(np.array([h.score for h in hits]), query_vector, scores, topic)
         for hit, r in zip(hits, relevance, strict=True):
@@ -74,6 +77,23 @@ def topic_neighbour_scores(
     centres = np.stack([topic_centre(np.stack(ranked[:m])) for m in topic_sizes])
     scores, vids = collection.index.search(collection.index.prepare(centres), depth, None)
     return {m: scores[i][vids[i] >= 0] for i, m in enumerate(topic_sizes)}
+
+
+def coherence_tails(
+    collection: Collection, ranked_vids: np.ndarray, topic_sizes: Sequence[int]
+) -> dict[int, np.ndarray]:
+    """For each m: similarities of the lower half of the candidate list to the centre of its top-m.
+
+    `ranked_vids` is a query's candidate list, best first; vectors come from the store (normalised
+    as the index does), so fitting (`rrs calibrate`) and serving agree.
+    """
+    ranked = [int(v) for v in np.asarray(ranked_vids).tolist()]
+    found, vectors = collection.store.vectors_for(ranked)
+    if not len(found):
+        raise ValueError("list coherence: the query's candidates have no stored vectors")
+    by_vid = dict(zip(found.tolist(), collection.index.prepare(vectors), strict=True))
+    ordered = np.stack([by_vid[v] for v in ranked if v in by_vid])
+    return {m: coherence_tail(ordered, m) for m in topic_sizes}
 
 
 def install_calibration(collection: Collection, data: dict[str, Any] | RelevanceCalibration) -> RelevanceCalibration:
