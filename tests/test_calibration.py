@@ -390,3 +390,19 @@ def test_serving_computes_list_coherence_from_the_stored_vectors(tmp_path) -> No
         assert relevance == sorted(relevance, reverse=True)  # monotone in the score within the query
     finally:
         coll.close()
+
+
+def test_coherence_alone_is_a_valid_calibrator() -> None:
+    queries = coherence_queries(40, seed=15)
+    config = CalibratorConfig("power", "none", 0.03, n_candidates=50, topic_size=10, topic_feature="coherence")
+    calibration = fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3)
+    data = json.loads(json.dumps(calibration.to_dict()))
+    assert data["feature_set"] == "none" and data["feature_names"] == ["list_coherence"]
+    restored = RelevanceCalibration.from_dict(data)
+    broad = max(queries, key=lambda q: q.coherence_tails[10].mean())
+    narrow = min(queries, key=lambda q: q.coherence_tails[10].mean())
+    x = np.linspace(0.2, 0.7, 11)
+    p_broad = restored.apply(x, None, broad.scores, broad.coherence_tails[10])
+    p_narrow = restored.apply(x, None, narrow.scores, narrow.coherence_tails[10])
+    assert np.all(np.diff(p_broad) > 0) and np.all(np.diff(p_narrow) > 0)  # monotone in the score
+    assert np.all(p_broad > p_narrow)  # a broadly covered topic raises every score's relevance
