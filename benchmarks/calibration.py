@@ -18,7 +18,7 @@ from indexing.calibration.evaluation import (
     default_grid,
     topic_density_grid,
 )
-from indexing.calibration.features import TOPIC_SIZES, candidate_features, coherence_tail, topic_centre
+from indexing.calibration.features import TOPIC_SIZES, candidate_features, coherence_tail, list_coherence, topic_centre
 from indexing.calibration.metrics import choose_threshold, filter_metrics
 from indexing.calibration.model import CalibratorConfig, LabelledQuery
 from indexing.calibration.report import LABELS, markdown_table, write_report
@@ -105,32 +105,35 @@ def dense_candidates(
     return queries, unlabelled.reshape(-1, data.query_emb.shape[1])
 
 
+def _adapter_report(
+    name: str, grid: list[CalibratorConfig], queries: list[LabelledQuery], folds: int, seed: int,
+    target: float | None, unlabelled: np.ndarray,
+) -> MethodReport:
+    report = cross_validate(queries, "adapter", folds, seed, target, grid, unlabelled)
+    report.name = name
+    return report
+
+
 def embedding_only_report(
     queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
 ) -> MethodReport:
     """The paper's choice: theta(q) from the query embedding alone (low-rank projection, CV'd L2)."""
     grid = [CalibratorConfig("power", "embedding", l2) for l2 in (0.003, 0.03, 0.3)]
-    report = cross_validate(queries, "adapter", folds, seed, target, grid, unlabelled)
-    report.name = "adapter_embedding_only"
-    return report
+    return _adapter_report("adapter_embedding_only", grid, queries, folds, seed, target, unlabelled)
 
 
 def scores_only_report(
     queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
 ) -> MethodReport:
     """The calibrator without the list-coherence feature (score shape and query embedding only)."""
-    report = cross_validate(queries, "adapter", folds, seed, target, default_grid(), unlabelled)
-    report.name = "adapter_scores_only"
-    return report
+    return _adapter_report("adapter_scores_only", default_grid(), queries, folds, seed, target, unlabelled)
 
 
 def topic_density_report(
     queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
 ) -> MethodReport:
     """The calibrator whose grid also offers score shape + topic density (m in TOPIC_SIZES, inner CV)."""
-    report = cross_validate(queries, "adapter", folds, seed, target, topic_density_grid(), unlabelled)
-    report.name = "adapter_topic_density"
-    return report
+    return _adapter_report("adapter_topic_density", topic_density_grid(), queries, folds, seed, target, unlabelled)
 
 
 def oracle_base_rate_report(queries: list[LabelledQuery], folds: int, seed: int) -> MethodReport:
@@ -160,12 +163,22 @@ def oracle_base_rate_report(queries: list[LabelledQuery], folds: int, seed: int)
     return MethodReport("oracle_base_rate", True, preds, thresholds, metrics)
 
 
-def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int) -> float:
-    """Cross-validated R^2 of the logit share relevant predicted from the label-free list features."""
+def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int, shape: bool = True,
+                             coherence_m: int | None = None) -> float:
+    """Cross-validated R^2 of the logit share relevant predicted from label-free list features.
+
+    `shape`: the six score-shape features; `coherence_m`: list coherence at that m (needs the
+    queries' `coherence_tails`).
+    """
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold, cross_val_predict
 
-    x = np.array([candidate_features(q.scores, len(q.scores)) for q in queries])
+    columns = []
+    if shape:
+        columns.append(np.array([candidate_features(q.scores, len(q.scores)) for q in queries]))
+    if coherence_m is not None:
+        columns.append(np.array([[list_coherence(q.coherence_tails[coherence_m])] for q in queries]))
+    x = np.hstack(columns)
     x = (x - x.mean(0)) / (x.std(0) + 1e-9)
     share = np.array([(q.labels.sum() + 0.5) / (len(q.labels) + 1.0) for q in queries])
     target = np.log(share / (1 - share))
@@ -214,6 +227,10 @@ def main() -> None:
             print(f"{r.name}: chosen per outer fold: {r.chosen}")
     r2 = base_rate_predictability(queries, args.folds, args.seed)
     print(f"cross-validated R^2 of the per-query logit share relevant from the list features: {r2:.3f}")
+    for m in TOPIC_SIZES:
+        alone = base_rate_predictability(queries, args.folds, args.seed, shape=False, coherence_m=m)
+        both = base_rate_predictability(queries, args.folds, args.seed, coherence_m=m)
+        print(f"  list coherence m={m}: alone {alone:.3f}, with the score shape {both:.3f}")
     spread: dict[str, list[tuple[float, float, float | None]]] = {}
     for seed in [args.seed] + [int(v) for v in args.extra_seeds.split(",") if v.strip()]:
         for m in ("cosine_cutoff", "platt", "adapter", "adapter_scores_only", "adapter_topic_density"):

@@ -180,10 +180,7 @@ class RerankService:
         timings.add("rerank_queue", result.queue_s)
         timings.add("rerank", result.inference_s)
         self.metrics.stage.labels("rerank").observe(result.inference_s)
-        scores = [float(s) if np.isfinite(s) else float("-inf") for s in result.rows[0, 0]]
-        order = order_by_score(scores)[: top_n or len(scores)]
-        tokens = reranker.count_tokens(query) + sum(doc_tokens)
-        return RerankOutcome(method, model, scores, order, tokens, warnings)
+        return self._outcome(method, model, reranker, query, result.rows[0, 0], doc_tokens, top_n, warnings)
 
     def _judge_batcher(self, method: str, model: str, reranker: Reranker) -> TokenBudgetBatcher[_JudgeRequest]:
         key = (method, model)
@@ -295,7 +292,13 @@ class RerankService:
         seconds = time.perf_counter() - start
         timings.add("rerank", seconds)
         self.metrics.stage.labels("rerank").observe(seconds)
-        scores = [float(s) if np.isfinite(s) else float("-inf") for s in scores]
+        return self._outcome(method, model, reranker, query, scores, doc_tokens, top_n, warnings)
+
+    @staticmethod
+    def _outcome(method: str, model: str, reranker: Reranker, query: str, raw_scores: Sequence[float],
+                 doc_tokens: list[int], top_n: int | None, warnings: list[str]) -> RerankOutcome:
+        """Scores made finite (NaN ranks last), the ranking cut to `top_n`, and the token count."""
+        scores = [float(s) if np.isfinite(s) else float("-inf") for s in raw_scores]
         order = order_by_score(scores)[: top_n or len(scores)]
         tokens = reranker.count_tokens(query) + sum(doc_tokens)
         return RerankOutcome(method, model, scores, order, tokens, warnings)

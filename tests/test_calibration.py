@@ -270,20 +270,26 @@ def test_version_1_payload_still_loads(fitted: RelevanceCalibration, synthetic: 
     )
 
 
-def test_serving_computes_topic_density_from_the_collection_index(tmp_path) -> None:
-    """The hook's one extra search (centre of the top-m hits) matches exact cosine over the corpus."""
-    from indexing.calibration.serving import install_calibration, topic_neighbour_scores
+def _random_collection(tmp_path, seed: int) -> tuple:
+    """A flat collection of 300 random unit vectors and a query near the first two of them."""
     from indexing.collection import Collection, CollectionConfig
     from indexing.store import Document
 
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     corpus = rng.standard_normal((300, DIM)).astype(np.float32)
     corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
     coll = Collection.create(tmp_path / "c", CollectionConfig("c", MODEL, DIM, index_kind="flat"))
+    coll.upsert([Document(f"d{i}", f"passage {i}") for i in range(len(corpus))], corpus)
+    query = corpus[0] + 0.3 * corpus[1]
+    return coll, corpus, query / np.linalg.norm(query)
+
+
+def test_serving_computes_topic_density_from_the_collection_index(tmp_path) -> None:
+    """The hook's one extra search (centre of the top-m hits) matches exact cosine over the corpus."""
+    from indexing.calibration.serving import install_calibration, topic_neighbour_scores
+
+    coll, corpus, query = _random_collection(tmp_path, seed=7)
     try:
-        coll.upsert([Document(f"d{i}", f"passage {i}") for i in range(len(corpus))], corpus)
-        query = corpus[0] + 0.3 * corpus[1]
-        query /= np.linalg.norm(query)
         [result] = coll.search(query[None, :], 50)
         vids = np.array([h.vid for h in result.hits])
         got = topic_neighbour_scores(coll, vids, (5, 10), 50)
@@ -362,17 +368,9 @@ def test_list_coherence_round_trip_and_schema_checks() -> None:
 def test_serving_computes_list_coherence_from_the_stored_vectors(tmp_path) -> None:
     """No second search: the candidates' stored vectors give the same tail as exact cosine over the corpus."""
     from indexing.calibration.serving import coherence_tails, install_calibration
-    from indexing.collection import Collection, CollectionConfig
-    from indexing.store import Document
 
-    rng = np.random.default_rng(13)
-    corpus = rng.standard_normal((300, DIM)).astype(np.float32)
-    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
-    coll = Collection.create(tmp_path / "c", CollectionConfig("c", MODEL, DIM, index_kind="flat"))
+    coll, corpus, query = _random_collection(tmp_path, seed=13)
     try:
-        coll.upsert([Document(f"d{i}", f"passage {i}") for i in range(len(corpus))], corpus)
-        query = corpus[0] + 0.3 * corpus[1]
-        query /= np.linalg.norm(query)
         exact = query @ corpus.T
         order = np.argsort(-exact)[:50]
         [result] = coll.search(query[None, :], 50)

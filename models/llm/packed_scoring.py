@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from kernels.attention.dispatch import AttentionBackend
 from kernels.attention.hf import ATTN_IMPLEMENTATION, PackedAttentionBatch, packed_attention, register_rrs_attention
-from models.llm.prefix_scoring import PrefixGroup
+from models.llm.prefix_scoring import PrefixGroup, PrefixScorer, check_sequences, flatten_groups, split_by_group
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +68,11 @@ class PackedPrefixScorer:
     def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
         """All prefixes in one packed pass, then all suffixes packed, each reading its group's prefix."""
         for prefix_ids, suffixes in groups:
-            if not prefix_ids:
-                raise ValueError("prefix_ids is empty: the shared prefix must hold at least one token")
-            if any(not s for s in suffixes):
-                raise ValueError("every suffix must hold at least one token")
+            check_sequences(prefix_ids, suffixes)
         plens = [len(prefix_ids) for prefix_ids, _ in groups]
         longest = max(p + len(s) for (_, suffixes), p in zip(groups, plens, strict=True) for s in suffixes)
         if self.sliding_window is not None and longest > self.sliding_window - 1:
             # The kernel has no sliding window; the cache engine handles such models exactly.
-            from models.llm.prefix_scoring import PrefixScorer
-
             return PrefixScorer(self.model).last_hidden_states_groups(groups)
 
         dev = self.device
@@ -93,7 +88,7 @@ class PackedPrefixScorer:
         prefix_keys = [layer.keys[0].transpose(0, 1) for layer in cache.layers]
         prefix_values = [layer.values[0].transpose(0, 1) for layer in cache.layers]
 
-        refs = [(g, i) for g, (_, suffixes) in enumerate(groups) for i in range(len(suffixes))]
+        refs = flatten_groups(groups)
         suffixes = [groups[g][1][i] for g, i in refs]
         hidden_size = self.model.config.get_text_config().hidden_size
         out = torch.empty((len(refs), hidden_size), dtype=prefix_keys[0].dtype, device=dev)
@@ -113,4 +108,4 @@ class PackedPrefixScorer:
                 hidden = self.model.model(input_ids=ids.unsqueeze(0), position_ids=positions.unsqueeze(0),
                                           use_cache=False).last_hidden_state[0]
             out[chunk] = hidden[(ends - 1).to(dev)]
-        return list(out.split([len(suffixes) for _, suffixes in groups]))
+        return split_by_group(out, groups)

@@ -29,7 +29,7 @@ from transformers import DynamicCache, PreTrainedModel
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_BUDGET = 4096  # suffix tokens (padding included) per forward pass on GPU
-CPU_TOKEN_BUDGET = 2048  # on CPU, smaller passes keep activations in cache and run faster per token
+CPU_TOKEN_BUDGET = 2048  # CPU: 2-4k tokens per pass are equally fast, 8k is slower (benchmarks/cpu_batching.py)
 
 
 def default_token_budget(model: PreTrainedModel) -> int:
@@ -55,12 +55,12 @@ class HiddenStateScorer(Protocol):
 
 
 
-def _flatten(groups: Sequence[PrefixGroup]) -> list[tuple[int, int]]:
+def flatten_groups(groups: Sequence[PrefixGroup]) -> list[tuple[int, int]]:
     """(group, suffix) index of every suffix, in group order."""
     return [(g, i) for g, (_, suffixes) in enumerate(groups) for i in range(len(suffixes))]
 
 
-def _split(out: torch.Tensor, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
+def split_by_group(out: torch.Tensor, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
     sizes = [len(suffixes) for _, suffixes in groups]
     return list(out.split(sizes))
 
@@ -103,7 +103,7 @@ def _pad_id(model: PreTrainedModel) -> int:
     return int(pad or 0)
 
 
-def _check(prefix_ids: list[int], suffixes: list[list[int]]) -> None:
+def check_sequences(prefix_ids: list[int], suffixes: list[list[int]]) -> None:
     if not prefix_ids:
         raise ValueError("prefix_ids is empty: the shared prefix must hold at least one token")
     if any(not s for s in suffixes):
@@ -124,8 +124,8 @@ class PaddedScorer:
     @torch.inference_mode()
     def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
         for prefix_ids, suffixes in groups:
-            _check(prefix_ids, suffixes)
-        full = [groups[g][0] + groups[g][1][i] for g, i in _flatten(groups)]
+            check_sequences(prefix_ids, suffixes)
+        full = [groups[g][0] + groups[g][1][i] for g, i in flatten_groups(groups)]
         hidden_size = self.model.config.get_text_config().hidden_size
         dtype = next(self.model.parameters()).dtype
         out = torch.empty((len(full), hidden_size), dtype=dtype, device=self.device)
@@ -133,7 +133,7 @@ class PaddedScorer:
             ids, last = _right_padded([full[i] for i in batch], _pad_id(self.model), self.device)
             hidden = self.model.model(input_ids=ids, use_cache=False).last_hidden_state
             out[batch] = hidden[torch.arange(len(batch), device=self.device), last]
-        return _split(out, groups)
+        return split_by_group(out, groups)
 
 
 class PrefixScorer:
@@ -193,12 +193,12 @@ class PrefixScorer:
     @torch.inference_mode()
     def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
         for prefix_ids, suffixes in groups:
-            _check(prefix_ids, suffixes)
+            check_sequences(prefix_ids, suffixes)
         if not all(self._prefix_fits_cache(len(prefix_ids)) for prefix_ids, _ in groups):
             return self._fallback.last_hidden_states_groups(groups)
         layers = [self._prefix_layers(prefix_ids) for prefix_ids, _ in groups]
         lengths = [len(prefix_ids) for prefix_ids, _ in groups]
-        refs = _flatten(groups)
+        refs = flatten_groups(groups)
         suffixes = [groups[g][1][i] for g, i in refs]
         hidden_size = self.model.config.get_text_config().hidden_size
         out = torch.empty((len(refs), hidden_size), dtype=layers[0][0][0].dtype, device=self.device)
@@ -214,7 +214,7 @@ class PrefixScorer:
                 use_cache=True,
             ).last_hidden_state
             out[batch] = hidden[torch.arange(b, device=self.device), last]
-        return _split(out, groups)
+        return split_by_group(out, groups)
 
 
 ENGINES = ("cache", "packed", "padded")
