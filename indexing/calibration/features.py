@@ -73,7 +73,7 @@ def list_coherence(tail_similarities: np.ndarray) -> float:
     on that topic and many of them are relevant; where it does not, the tail drifts to other topics.
     Label-free and scale-free (no similarity constant; the halves are relative to the list length),
     and it needs no extra index search: only the stored vectors of the candidates. On the MS MARCO
-    slice it alone predicts a query's share of relevant candidates (cross-validated R^2 0.71) better
+    slice it alone predicts a query's share of relevant candidates (cross-validated R^2 0.72 at m=10) better
     than all six score-shape features together (0.65).
     """
     t = np.asarray(tail_similarities, dtype=np.float64).ravel()
