@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from indexing.calibration.dataset import labelled_queries, read_qrels
 from indexing.calibration.evaluation import (
@@ -20,7 +22,7 @@ from indexing.calibration.evaluation import (
 )
 from indexing.calibration.features import TOPIC_SIZES, candidate_features, coherence_tail, list_coherence, topic_centre
 from indexing.calibration.metrics import choose_threshold, filter_metrics
-from indexing.calibration.model import CalibratorConfig, LabelledQuery
+from indexing.calibration.model import CalibratorConfig, LabelledQuery, rank_feature
 from indexing.calibration.report import LABELS, markdown_table, write_report
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "msmarco-dl-5k"
@@ -114,32 +116,31 @@ def _adapter_report(
     return report
 
 
-def embedding_only_report(
-    queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
+# The calibrator variants the report compares, by the grid their inner CV chooses from. "adapter" is
+# what `rrs calibrate` fits by default; the others are earlier defaults and the alternatives tried.
+VARIANTS: dict[str, Callable[[], list[CalibratorConfig]]] = {
+    "adapter": coherence_grid,
+    "adapter_session2": lambda: coherence_grid(rank_term=False, with_shape=True),
+    "adapter_scores_only": lambda: default_grid(rank_term=False),
+    "adapter_embedding_only": lambda: [CalibratorConfig("power", "embedding", l2) for l2 in (0.003, 0.03, 0.3)],
+    "adapter_topic_density": topic_density_grid,
+}
+
+
+def variant_report(
+    name: str, queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
 ) -> MethodReport:
-    """The paper's choice: theta(q) from the query embedding alone (low-rank projection, CV'd L2)."""
-    grid = [CalibratorConfig("power", "embedding", l2) for l2 in (0.003, 0.03, 0.3)]
-    return _adapter_report("adapter_embedding_only", grid, queries, folds, seed, target, unlabelled)
+    """Outer CV of one calibrator variant (VARIANTS) or baseline (METHODS) on the same folds."""
+    if name in VARIANTS:
+        return _adapter_report(name, VARIANTS[name](), queries, folds, seed, target, unlabelled)
+    return cross_validate(queries, name, folds, seed, target, None, unlabelled)
 
 
-def scores_only_report(
-    queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
-) -> MethodReport:
-    """The calibrator without the list-coherence feature (score shape and query embedding only)."""
-    return _adapter_report("adapter_scores_only", default_grid(), queries, folds, seed, target, unlabelled)
-
-
-def topic_density_report(
-    queries: list[LabelledQuery], folds: int, seed: int, target: float | None, unlabelled: np.ndarray
-) -> MethodReport:
-    """The calibrator whose grid also offers score shape + topic density (m in TOPIC_SIZES, inner CV)."""
-    return _adapter_report("adapter_topic_density", topic_density_grid(), queries, folds, seed, target, unlabelled)
-
-
-def oracle_base_rate_report(queries: list[LabelledQuery], folds: int, seed: int) -> MethodReport:
+def oracle_base_rate_report(queries: list[LabelledQuery], folds: int, seed: int, rank: bool = False) -> MethodReport:
     """Diagnostic ceiling, NOT a method: logistic on (x, logit of the query's TRUE share relevant, product).
 
     It reads each held-out query's labels, so it shows how much a perfect per-query prior would give.
+    `rank`: also the rank term's log(1 + rank) and its product with the prior.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold
@@ -147,20 +148,24 @@ def oracle_base_rate_report(queries: list[LabelledQuery], folds: int, seed: int)
     def design(q: LabelledQuery) -> np.ndarray:
         share = (q.labels.sum() + 0.5) / (len(q.labels) + 1.0)
         prior = np.full(len(q.scores), np.log(share / (1 - share)))
-        return np.c_[q.scores, prior, q.scores * prior]
+        columns = [q.scores, prior, q.scores * prior]
+        if rank:
+            h = rank_feature(q.scores, q.scores)
+            columns += [h, h * prior]
+        return np.column_stack(columns)
 
     preds: list[np.ndarray] = [np.empty(0)] * len(queries)
     thresholds = [0.0] * len(queries)
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(np.arange(len(queries))):
         x = np.vstack([design(queries[i]) for i in train])
         y = np.concatenate([queries[i].labels for i in train])
-        model = LogisticRegression(max_iter=2000).fit(x, y)
+        model = LogisticRegression(max_iter=5000).fit(x, y)
         fitted = [model.predict_proba(design(queries[i]))[:, 1] for i in train]
         t = choose_threshold(fitted, [queries[i].labels for i in train])
         for i in test:
             preds[i], thresholds[i] = model.predict_proba(design(queries[i]))[:, 1], t
     metrics = filter_metrics(preds, [q.labels for q in queries], thresholds)
-    return MethodReport("oracle_base_rate", True, preds, thresholds, metrics)
+    return MethodReport("oracle_base_rate_rank" if rank else "oracle_base_rate", True, preds, thresholds, metrics)
 
 
 def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int, shape: bool = True,
@@ -187,10 +192,12 @@ def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int
     return float(1 - np.mean((pred - target) ** 2) / target.var())
 
 
+LABELS.setdefault("adapter_session2", "calibrator, shape + list coherence, no rank term (session-2 default)")
 LABELS.setdefault("adapter_embedding_only", "calibrator, query embedding only (paper's choice)")
-LABELS.setdefault("adapter_scores_only", "calibrator without list coherence (session-1 default)")
+LABELS.setdefault("adapter_scores_only", "calibrator, score shape, no rank term (session-1 default)")
 LABELS.setdefault("adapter_topic_density", "calibrator, grid + topic density (m by inner CV)")
 LABELS.setdefault("oracle_base_rate", "diagnostic: oracle per-query base rate (reads test labels)")
+LABELS.setdefault("oracle_base_rate_rank", "diagnostic: oracle per-query base rate + rank term (reads test labels)")
 
 
 def main() -> None:
@@ -210,17 +217,12 @@ def main() -> None:
     data = embed_dataset(args.dataset.resolve())
     queries, unlabelled = dense_candidates(data)
     started = time.time()
-    # The calibrator as `rrs calibrate` fits it by default: its grid offers the list-coherence feature.
-    reports = [
-        cross_validate(queries, m, args.folds, args.seed, args.target_precision,
-                       coherence_grid() if m == "adapter" else None, unlabelled)
-        for m in METHODS
-    ]
-    reports.append(scores_only_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
-    reports.append(embedding_only_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
-    reports.append(topic_density_report(queries, args.folds, args.seed, args.target_precision, unlabelled))
-    diagnostic = oracle_base_rate_report(queries, args.folds, args.seed)
-    table = markdown_table([*reports, diagnostic])
+    names = [*METHODS[:-1], *VARIANTS]  # the baselines, then every calibrator variant
+    reports = []
+    for name in tqdm(names, desc="methods", unit="method"):
+        reports.append(variant_report(name, queries, args.folds, args.seed, args.target_precision, unlabelled))
+    diagnostics = [oracle_base_rate_report(queries, args.folds, args.seed, rank) for rank in (False, True)]
+    table = markdown_table([*reports, *diagnostics])
     print(table)
     for r in reports:
         if r.chosen and any(r.chosen):
@@ -232,18 +234,15 @@ def main() -> None:
         both = base_rate_predictability(queries, args.folds, args.seed, coherence_m=m)
         print(f"  list coherence m={m}: alone {alone:.3f}, with the score shape {both:.3f}")
     spread: dict[str, list[tuple[float, float, float | None]]] = {}
-    for seed in [args.seed] + [int(v) for v in args.extra_seeds.split(",") if v.strip()]:
-        for m in ("cosine_cutoff", "platt", "adapter", "adapter_scores_only", "adapter_topic_density"):
+    seeds = [args.seed] + [int(v) for v in args.extra_seeds.split(",") if v.strip()]
+    spread_names = ["cosine_cutoff", "platt", "adapter", "adapter_session2", "adapter_scores_only"]
+    for seed in seeds:
+        for name in tqdm(spread_names, desc=f"CV split {seed}", unit="method"):
             if seed == args.seed:
-                r = next(r for r in reports if r.name == m)
-            elif m == "adapter_topic_density":
-                r = topic_density_report(queries, args.folds, seed, args.target_precision, unlabelled)
-            elif m == "adapter_scores_only":
-                r = scores_only_report(queries, args.folds, seed, args.target_precision, unlabelled)
+                r = next(r for r in reports if r.name == name)
             else:
-                grid = coherence_grid() if m == "adapter" else default_grid()
-                r = cross_validate(queries, m, args.folds, seed, args.target_precision, grid, unlabelled)
-            spread.setdefault(m, []).append((r.metrics.precision_at_recall_80, r.metrics.roc_auc, r.metrics.ece))
+                r = variant_report(name, queries, args.folds, seed, args.target_precision, unlabelled)
+            spread.setdefault(name, []).append((r.metrics.precision_at_recall_80, r.metrics.roc_auc, r.metrics.ece))
     for m, rows in spread.items():
         arr = np.array([[a, b] for a, b, _ in rows])
         print(
@@ -263,7 +262,7 @@ def main() -> None:
         "seconds": round(time.time() - started, 1),
         "base_rate_r2": r2,
         "spread_over_cv_splits": spread,
-        "diagnostic_oracle_base_rate": diagnostic.metrics.as_dict(),
+        "diagnostics": {d.name: d.metrics.as_dict() for d in diagnostics},
     }
     paths = write_report(reports, [q.labels for q in queries], args.out, args.prefix, context)
     print("wrote", ", ".join(str(p) for p in paths.values()))

@@ -175,12 +175,52 @@ def best_candidate(dim: int, total: int) -> dict[str, Any] | None:
     return max(rows, key=lambda r: r[f"tflops_{total}"], default=None)
 
 
+def baseline_times(b: dict[str, Any], prefix_len: int, heads: int, dim: int, varlen: Any,
+                   ours: torch.Tensor | None = None) -> dict[str, Any]:
+    """torch varlen (prefix copied per sequence) and SDPA flash/cuDNN (padded per-pair layout) on batch `b`.
+
+    Times in ms under the keys `torch_varlen_ms`, `sdpa_{flash,cudnn}_padded_ms` (or `..._error`);
+    with `ours`, also the largest difference of torch varlen's output from it.
+    """
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    lengths, cu = b["lengths"], b["cu"]
+    max_len = max(lengths)
+    row: dict[str, Any] = {}
+    if varlen is not None and not SMOKE:
+        parts_k, parts_v, cu_kt = prefix_copied_keys(b, prefix_len)
+        kk, vv = torch.cat(parts_k), torch.cat(parts_v)
+
+        def torch_varlen() -> torch.Tensor:
+            return varlen(b["q"], kk, vv, cu, cu_kt, max_len, max_len + prefix_len)
+
+        if ours is not None:
+            row["varlen_max_abs_diff"] = float((torch_varlen().float() - ours.float()).abs().max())
+        row["torch_varlen_ms"] = bench_ms(torch_varlen, 200)
+        kk = vv = torch.empty(0)
+    qp = torch.randn(len(lengths), heads, prefix_len + max_len, dim, device=DEVICE, dtype=DTYPE)
+    kp, vp = torch.randn_like(qp), torch.randn_like(qp)
+    for name, backend in [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]:
+        if SMOKE:
+            backend = SDPBackend.MATH
+        try:
+            with sdpa_kernel([backend]):
+                def padded() -> torch.Tensor:
+                    return F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+
+                padded()
+                row[f"sdpa_{name}_padded_ms"] = bench_ms(padded, 200)
+        except Exception as exc:
+            row[f"sdpa_{name}_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    qp = kp = vp = torch.empty(0)  # free before the next, larger batch
+    return row
+
+
 def final_speed(dim: int, best: dict[str, Any], totals: list[int], prefix_len: int, peak: float,
                 out: Path) -> None:
     """The winner against SDPA (padded per-pair layout) and torch varlen, same batches as the suite."""
-    import torch.nn.functional as F
     import triton
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
 
@@ -205,34 +245,11 @@ def final_speed(dim: int, best: dict[str, Any], totals: list[int], prefix_len: i
             mine = ours()
             ms = bench_ms(ours, 200)
             row.update(ours_ms=ms, ours_tflops=flops / ms / 1e9, ours_pct_peak=100 * flops / ms / 1e9 / peak)
-            if varlen is not None and not SMOKE:
-                parts_k, parts_v, cu_kt = prefix_copied_keys(b, prefix_len)
-                kk, vv = torch.cat(parts_k), torch.cat(parts_v)
-
-                def torch_varlen() -> torch.Tensor:
-                    return varlen(b["q"], kk, vv, cu, cu_kt, max_len, max_len + prefix_len)
-
-                row["varlen_max_abs_diff"] = float((torch_varlen().float() - mine.float()).abs().max())
-                vms = bench_ms(torch_varlen, 200)
-                row.update(torch_varlen_ms=vms, speedup_vs_torch_varlen=vms / ms)
-                kk = vv = torch.empty(0)
-            width = prefix_len + max_len
-            qp = torch.randn(len(lengths), heads, width, dim, device=DEVICE, dtype=DTYPE)
-            kp, vp = torch.randn_like(qp), torch.randn_like(qp)
-            for name, backend in [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]:
-                if SMOKE:
-                    backend = SDPBackend.MATH
-                try:
-                    with sdpa_kernel([backend]):
-                        def padded() -> torch.Tensor:
-                            return F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-
-                        padded()
-                        pms = bench_ms(padded, 200)
-                    row.update({f"sdpa_{name}_padded_ms": pms, f"speedup_vs_sdpa_{name}": pms / ms})
-                except Exception as exc:
-                    row[f"sdpa_{name}_error"] = f"{type(exc).__name__}: {exc}"[:300]
-            qp = kp = vp = torch.empty(0)  # free before the next, larger batch
+            row.update(baseline_times(b, prefix_len, heads, dim, varlen, mine))
+            for key, name in (("torch_varlen_ms", "torch_varlen"), ("sdpa_flash_padded_ms", "sdpa_flash"),
+                              ("sdpa_cudnn_padded_ms", "sdpa_cudnn")):
+                if key in row:
+                    row[f"speedup_vs_{name}"] = row[key] / ms
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"[:400]
         b.clear()
@@ -324,15 +341,21 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def tune_args(default_out: str, default_budget_s: float) -> tuple[argparse.Namespace, Path]:
+    """The command line of both tuning scripts; creates the output folder."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="gpu_tune_out")
-    parser.add_argument("--budget-s", type=float, default=380.0)
+    parser.add_argument("--out", default=default_out)
+    parser.add_argument("--budget-s", type=float, default=default_budget_s)
     parser.add_argument("--prefix", type=int, default=1024)
     parser.add_argument("--smoke", action="store_true", help="CPU interpreter dry run with tiny shapes")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    return args, out
+
+
+def main() -> None:
+    args, out = tune_args("gpu_tune_out", 380.0)
     tune_totals, final_totals, prefix = [16384, 65536], [16384, 65536, 262144], args.prefix
     if SMOKE:
         tune_totals, final_totals, prefix = [300], [300, 500], 64

@@ -16,7 +16,6 @@ varlen. Prints a table last; JSON to --out.
 from __future__ import annotations
 
 # ruff: noqa: B023
-import argparse
 import json
 import sys
 import time
@@ -28,8 +27,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gpu_suite import _varlen_attn_call, attention_flops, prefix_copied_keys  # noqa: E402
-from benchmarks.gpu_tune import DEVICE, DTYPE, SMOKE, bench_ms, check_call_correct, make_batch, measure_card  # noqa: E402
+from benchmarks.gpu_suite import _varlen_attn_call, attention_flops  # noqa: E402
+from benchmarks.gpu_tune import (  # noqa: E402
+    SMOKE,
+    baseline_times,
+    bench_ms,
+    check_call_correct,
+    make_batch,
+    measure_card,
+    tune_args,
+)
 
 T0 = time.time()
 RESULTS: dict[str, Any] = {"variants": [], "final": [], "errors": []}
@@ -114,8 +121,6 @@ def best(dim: int, total: int, kind: str) -> dict[str, Any] | None:
 def final_speed(dim: int, chosen: list[dict[str, Any]], totals: list[int], prefix_len: int, peak: float,
                 budget_s: float, out: Path) -> None:
     """Chosen variants against SDPA flash/cuDNN (padded per-pair layout) and torch varlen, same batches."""
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     heads, kv_heads = 32, 8
     varlen = _varlen_attn_call()
@@ -139,34 +144,10 @@ def final_speed(dim: int, chosen: list[dict[str, Any]], totals: list[int], prefi
                 ms = bench_ms(ours, 200)
                 row[v["name"]] = {"ms": ms, "tflops": flops / ms / 1e9, "pct_peak": 100 * flops / ms / 1e9 / peak}
             base_ms = min(row[v["name"]]["ms"] for v in chosen)
-            if varlen is not None and not SMOKE:
-                parts_k, parts_v, cu_kt = prefix_copied_keys(b, prefix_len)
-                kk, vv = torch.cat(parts_k), torch.cat(parts_v)
-
-                def torch_varlen() -> torch.Tensor:
-                    return varlen(b["q"], kk, vv, cu, cu_kt, max_len, max_len + prefix_len)
-
-                row["torch_varlen_ms"] = bench_ms(torch_varlen, 200)
-                kk = vv = torch.empty(0)
-            width = prefix_len + max_len
-            qp = torch.randn(len(lengths), heads, width, dim, device=DEVICE, dtype=DTYPE)
-            kp, vp = torch.randn_like(qp), torch.randn_like(qp)
-            for name, backend in [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]:
-                if SMOKE:
-                    backend = SDPBackend.MATH
-                try:
-                    with sdpa_kernel([backend]):
-                        def padded() -> torch.Tensor:
-                            return F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-
-                        padded()
-                        row[f"sdpa_{name}_padded_ms"] = bench_ms(padded, 200)
-                except Exception as exc:
-                    row[f"sdpa_{name}_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            row.update(baseline_times(b, prefix_len, heads, dim, varlen))
             for key in ("torch_varlen_ms", "sdpa_flash_padded_ms", "sdpa_cudnn_padded_ms"):
                 if key in row:
                     row["speedup_best_vs_" + key.removesuffix("_ms")] = row[key] / base_ms
-            qp = kp = vp = torch.empty(0)
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"[:600]
         b.clear()
@@ -203,14 +184,7 @@ def table() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="gpu_tune_v3_out")
-    parser.add_argument("--budget-s", type=float, default=230.0)
-    parser.add_argument("--prefix", type=int, default=1024)
-    parser.add_argument("--smoke", action="store_true", help="CPU interpreter dry run with tiny shapes")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = tune_args("gpu_tune_v3_out", 230.0)
     totals, final_totals, prefix = [16384, 65536], [16384, 65536, 262144], args.prefix
     if SMOKE:
         totals, final_totals, prefix = [300], [300], 64

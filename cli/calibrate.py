@@ -45,6 +45,11 @@ def calibrate(
         help="Offer CV the list-coherence feature (reads the candidates' stored vectors when serving; no extra "
         "search). Ignored with --topic-density.",
     ),
+    rank_term: bool = typer.Option(
+        True,
+        help="Give every calibrator the rank term (log of the number of candidates above a hit); it keeps the "
+        "head of a narrow-topic list and never reorders a query's hits.",
+    ),
 ) -> None:
     """Fit (with --dataset), install (--apply) or export (--export) a collection's relevance calibration.
 
@@ -89,6 +94,7 @@ def calibrate(
                 device,
                 topic_density,
                 list_coherence,
+                rank_term,
             )
             install_calibration(coll, calibration)
             typer.echo(f"{collection}: calibration stored in {folder / 'manifest.json'}")
@@ -118,6 +124,7 @@ def _fit(
     device: str,
     topic_density: bool = False,
     list_coherence: bool = True,
+    rank_term: bool = True,
 ):  # noqa: ANN202
     """Retrieve top-`depth` for every judged query, cross-validate all methods, fit the calibrator."""
     import numpy as np
@@ -157,18 +164,18 @@ def _fit(
     if len(queries) < folds:
         raise ValueError(f"dataset: {len(queries)} queries have a relevant candidate; need at least {folds}")
     families = (family,) if family else ("linear", "power")
-    grid = default_grid(families, n_candidates=depth)
+    grid = default_grid(families, n_candidates=depth, rank_term=rank_term)
     sizes = tuple(m for m in TOPIC_SIZES if m <= depth)
     row_of = {str(r["_id"]): i for i, r in enumerate(rows)}
     if topic_density:
         for q in queries:
             q.topic_neighbours = topic_neighbour_scores(coll, vids[row_of[q.query_id]], sizes, depth)
-        grid = topic_density_grid(families, depth, sizes)
+        grid = topic_density_grid(families, depth, sizes, rank_term)
     elif list_coherence:
         for q in queries:
             ranked = vids[row_of[q.query_id]]
             q.coherence_tails = coherence_tails(coll, ranked[ranked >= 0], sizes)
-        grid = coherence_grid(families, depth, sizes)
+        grid = coherence_grid(families, depth, sizes, rank_term)
     typer.echo(
         f"{coll.name}: {len(queries)} labelled queries, {sum(len(q.scores) for q in queries)} pairs; "
         f"{folds}-fold CV by query over {len(grid)} calibrator settings ..."

@@ -20,7 +20,7 @@ from indexing.calibration.evaluation import (
 from indexing.calibration.families import FAMILIES, transform
 from indexing.calibration.features import TOPIC_SIZES, coherence_tail, list_coherence, topic_centre, topic_density
 from indexing.calibration.metrics import choose_threshold, expected_calibration_error, filter_metrics
-from indexing.calibration.model import CalibratorConfig, LabelledQuery, QueryDependentCalibrator
+from indexing.calibration.model import CalibratorConfig, LabelledQuery, QueryDependentCalibrator, rank_feature
 from indexing.calibration.relevance import CalibrationError, ModelMismatch, RelevanceCalibration, fit_calibration
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -83,20 +83,25 @@ def test_query_dependence_beats_global_platt_on_held_out_queries(synthetic: tupl
     assert adapter.metrics.ece < 0.05
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     family=st.sampled_from(FAMILIES),
     exponent=st.floats(0.05, 8.0),
     alpha=st.lists(st.floats(-3, 3), min_size=7, max_size=7),
     beta=st.lists(st.floats(-20, 20), min_size=7, max_size=7),
+    gamma=st.none() | st.lists(st.floats(-3, 3), min_size=7, max_size=7),
     scores=st.lists(st.floats(-1.0, 1.0), min_size=2, max_size=40),
 )
 def test_relevance_is_monotone_in_the_score_for_a_fixed_query(
-    family: str, exponent: float, alpha: list[float], beta: list[float], scores: list[float]
+    family: str, exponent: float, alpha: list[float], beta: list[float], gamma: list[float] | None,
+    scores: list[float],
 ) -> None:
-    config = CalibratorConfig(family, "scores", 0.1, n_candidates=40)
+    config = CalibratorConfig(family, "scores", 0.1, n_candidates=40, rank_term=gamma is not None)
     k = exponent if family == "power" else {"linear": 1.0, "sqrt": 0.5, "quadratic": 2.0}[family]
-    calibrator = QueryDependentCalibrator(config, np.array(alpha), np.array(beta), k, np.zeros(6), np.ones(6), None)
+    calibrator = QueryDependentCalibrator(
+        config, np.array(alpha), np.array(beta), k, np.zeros(6), np.ones(6), None,
+        None if gamma is None else np.array(gamma),
+    )
     x = np.sort(np.array(scores))
     relevance = calibrator.apply(x, None, x)
     assert np.all((relevance >= 0) & (relevance <= 1))
@@ -246,7 +251,7 @@ def test_topic_density_round_trip_and_old_payloads(synthetic: tuple) -> None:
     config = CalibratorConfig("linear", "scores", 0.03, n_candidates=50, topic_size=10)
     calibration = fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3)
     data = json.loads(json.dumps(calibration.to_dict()))
-    assert data["schema_version"] == 3 and data["topic_size"] == 10 and data["feature_names"][-1] == "topic_density"
+    assert data["schema_version"] == 4 and data["topic_size"] == 10 and data["feature_names"][-1] == "topic_density"
     assert data["topic_feature"] == "density"
     restored = RelevanceCalibration.from_dict(data)
     q = queries[0]
@@ -349,7 +354,7 @@ def test_list_coherence_round_trip_and_schema_checks() -> None:
     config = CalibratorConfig("linear", "scores", 0.03, n_candidates=50, topic_size=5, topic_feature="coherence")
     calibration = fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3)
     data = json.loads(json.dumps(calibration.to_dict()))
-    assert data["schema_version"] == 3 and data["topic_feature"] == "coherence"
+    assert data["schema_version"] == 4 and data["topic_feature"] == "coherence"
     assert data["feature_names"][-1] == "list_coherence"
     restored = RelevanceCalibration.from_dict(data)
     assert restored.topic_feature == "coherence" and restored.topic_size == 5
@@ -379,13 +384,18 @@ def test_serving_computes_list_coherence_from_the_stored_vectors(tmp_path) -> No
             np.testing.assert_allclose(got[m], coherence_tail(corpus[order], m), atol=1e-5)
 
         queries = coherence_queries(40, seed=14)
-        config = CalibratorConfig("linear", "scores", 0.03, n_candidates=50, topic_size=5, topic_feature="coherence")
+        config = CalibratorConfig(
+            "linear", "scores", 0.03, n_candidates=50, topic_size=5, topic_feature="coherence", rank_term=True
+        )
         calibration = install_calibration(coll, fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3))
         [served] = coll.search(query[None, :], 50, min_relevance=0.0)
         want = calibration.apply(exact[order], query, exact[order], got[5])
         np.testing.assert_allclose([h.relevance for h in served.hits], want, rtol=1e-5)
         relevance = [h.relevance for h in served.hits]
         assert relevance == sorted(relevance, reverse=True)  # monotone in the score within the query
+        # A shorter page gets the same relevance: features and ranks come from the top-n, not the page.
+        [page] = coll.search(query[None, :], 10, min_relevance=0.0)
+        np.testing.assert_allclose([h.relevance for h in page.hits], want[:10], rtol=1e-5)
     finally:
         coll.close()
 
@@ -404,3 +414,62 @@ def test_coherence_alone_is_a_valid_calibrator() -> None:
     p_narrow = restored.apply(x, None, narrow.scores, narrow.coherence_tails[10])
     assert np.all(np.diff(p_broad) > 0) and np.all(np.diff(p_narrow) > 0)  # monotone in the score
     assert np.all(p_broad > p_narrow)  # a broadly covered topic raises every score's relevance
+
+
+# ----- the rank term: -c(q) log(1 + number of candidates above the score) -------------------------
+def rank_queries(n_queries: int, seed: int) -> tuple[list[LabelledQuery], list[np.ndarray]]:
+    """True P(rel) falls with the position in the list at a fixed score (a position prior)."""
+    rng = np.random.default_rng(seed)
+    queries, truths = [], []
+    for i in range(n_queries):
+        level = rng.uniform(0.2, 0.6)
+        scores = np.sort(np.clip(level + 0.12 * rng.standard_normal(60), -1, 1))[::-1]
+        truth = expit(10 * (scores - level) + 1.0 - 1.2 * np.log1p(np.arange(60)))
+        labels = (rng.uniform(size=60) < truth).astype(float)
+        queries.append(LabelledQuery(f"r{i}", np.zeros(DIM, np.float32), scores, labels))
+        truths.append(truth)
+    return queries, truths
+
+
+def test_rank_feature_counts_the_candidates_strictly_above() -> None:
+    candidates = np.array([0.9, 0.5, 0.5, 0.1])
+    got = rank_feature(np.array([0.95, 0.9, 0.5, 0.3, 0.1, -1.0]), candidates)
+    np.testing.assert_allclose(got, np.log1p([0, 0, 1, 3, 3, 4]))  # ties share a rank
+
+
+def test_rank_term_recovers_a_position_prior() -> None:
+    train, _ = rank_queries(200, seed=21)
+    test, truths = rank_queries(200, seed=22)
+    labels = np.concatenate([q.labels for q in test])
+    errors = {}
+    for rank_term in (False, True):
+        config = CalibratorConfig("linear", "scores", 0.003, n_candidates=60, rank_term=rank_term)
+        model = QueryDependentCalibrator.fit(train, config)
+        pred = np.concatenate([model.predict(q) for q in test])
+        assert expected_calibration_error(pred, labels) < 0.05
+        errors[rank_term] = float(np.mean(np.abs(pred - np.concatenate(truths))))
+    assert errors[True] < 0.02 < errors[False]  # without it the map cannot express the position prior
+    selection = select_config(train[:80], default_grid(("linear",), 60, rank_term=False)[:3]
+                              + default_grid(("linear",), 60, rank_term=True)[:3], n_folds=4)
+    assert selection.config.rank_term  # and cross-validation sees it
+
+
+def test_rank_term_round_trip_and_schema_checks() -> None:
+    queries, _ = rank_queries(40, seed=23)
+    config = CalibratorConfig("power", "scores", 0.03, n_candidates=60, rank_term=True)
+    calibration = fit_calibration(queries, MODEL, DIM, grid=[config], n_folds=3)
+    data = json.loads(json.dumps(calibration.to_dict()))
+    assert data["schema_version"] == 4 and len(data["rank_weight"]) == len(data["alpha"])
+    restored = RelevanceCalibration.from_dict(data)
+    assert restored.calibrator.config.rank_term
+    q = queries[0]
+    np.testing.assert_allclose(restored.apply(q.scores, None, q.scores), calibration.apply(q.scores, None, q.scores))
+    # A hit scored below every candidate (a filtered search past the top-n) is ranked after all of them.
+    low = restored.apply(np.array([q.scores[-1] - 0.01]), None, q.scores)
+    assert low[0] < restored.apply(q.scores[-1:], None, q.scores)[0]
+    for bad in ({"schema_version": 3}, {"rank_weight": [0.1]}, {"rank_weight": [float("inf")] * 7}):
+        with pytest.raises(CalibrationError, match="rank_weight"):
+            RelevanceCalibration.from_dict({**data, **bad})
+    # A schema-3 payload (no rank term) still loads and predicts without it.
+    old = {k: v for k, v in data.items() if k != "rank_weight"} | {"schema_version": 3}
+    assert not RelevanceCalibration.from_dict(old).calibrator.config.rank_term

@@ -26,11 +26,18 @@ Fitter = Callable[[Sequence[LabelledQuery]], Predictor]
 L2_GRID: tuple[float, ...] = (0.003, 0.03, 0.3)
 
 
-def default_grid(families: Sequence[str] = ("linear", "power"), n_candidates: int = 100) -> list[CalibratorConfig]:
-    """The hyper-parameters cross-validation chooses among; `none` is global Platt on g(x)."""
-    grid = [CalibratorConfig(f, "none", 0.0, n_candidates=n_candidates) for f in families]
+def default_grid(
+    families: Sequence[str] = ("linear", "power"), n_candidates: int = 100, rank_term: bool = True
+) -> list[CalibratorConfig]:
+    """The hyper-parameters cross-validation chooses among; `none` is global Platt on g(x).
+
+    `rank_term`: every configuration also carries the rank term (it nests the model without it:
+    c(q) -> 0), which the oracle diagnostic in docs/BENCHMARKS.md shows is worth having even with a
+    perfect per-query prior.
+    """
+    grid = [CalibratorConfig(f, "none", 0.0, n_candidates=n_candidates, rank_term=rank_term) for f in families]
     for family, features, l2 in itertools.product(families, ("scores", "scores+embedding"), L2_GRID):
-        grid.append(CalibratorConfig(family, features, l2, n_candidates=n_candidates))
+        grid.append(CalibratorConfig(family, features, l2, n_candidates=n_candidates, rank_term=rank_term))
     return grid
 
 
@@ -38,40 +45,50 @@ def topic_density_grid(
     families: Sequence[str] = ("linear", "power"),
     n_candidates: int = 100,
     topic_sizes: Sequence[int] = TOPIC_SIZES,
+    rank_term: bool = True,
 ) -> list[CalibratorConfig]:
     """`default_grid` plus score shape + topic density for each m: inner CV picks m on training queries.
 
     Its queries need `topic_neighbours` for every m in `topic_sizes`.
     """
     extra = [
-        CalibratorConfig(family, "scores", l2, n_candidates=n_candidates, topic_size=m)
+        CalibratorConfig(family, "scores", l2, n_candidates=n_candidates, topic_size=m, rank_term=rank_term)
         for family, l2, m in itertools.product(families, L2_GRID, topic_sizes)
     ]
-    return default_grid(families, n_candidates) + extra
+    return default_grid(families, n_candidates, rank_term) + extra
 
 
 def coherence_grid(
     families: Sequence[str] = ("linear", "power"),
     n_candidates: int = 100,
     topic_sizes: Sequence[int] = TOPIC_SIZES,
+    rank_term: bool = True,
+    with_shape: bool = False,
 ) -> list[CalibratorConfig]:
-    """`default_grid` plus score shape + list coherence for each m: inner CV picks m on training queries.
+    """`default_grid` plus list coherence for each m: inner CV picks m on training queries.
 
-    Coherence always comes with the score shape: alone it ranks pairs slightly better on MS MARCO
-    but, at a high-precision threshold, empties the lists of narrow-topic queries (Null% 44 at
-    precision 0.8; docs/BENCHMARKS.md). Its queries need `coherence_tails` for every m in `topic_sizes`.
+    Coherence comes alone (`with_shape`: beside the six score-shape features instead, the session-2
+    default). Alone it predicts a query's share of relevant candidates better than with the shape,
+    but without the rank term it emptied the lists of narrow-topic queries at a high-precision
+    threshold (Null% 44 at precision 0.8); the rank term keeps the head of every list, which the
+    shape features used to do (docs/BENCHMARKS.md). Its queries need `coherence_tails` for every m.
     """
+    features = "scores" if with_shape else "none"
     extra = [
-        CalibratorConfig(family, "scores", l2, n_candidates=n_candidates, topic_size=m, topic_feature="coherence")
+        CalibratorConfig(
+            family, features, l2, n_candidates=n_candidates, topic_size=m, topic_feature="coherence",
+            rank_term=rank_term,
+        )
         for family, l2, m in itertools.product(families, L2_GRID, topic_sizes)
     ]
-    return default_grid(families, n_candidates) + extra
+    return default_grid(families, n_candidates, rank_term) + extra
 
 
 def config_label(c: CalibratorConfig) -> str:
     """Short name of a chosen configuration, for reports."""
     topic = f"+{c.topic_feature}(m={c.topic_size})" if c.topic_size else ""
-    return f"{c.family}/{c.feature_set}{topic}/l2={c.l2:g}"
+    rank = "+rank" if c.rank_term else ""
+    return f"{c.family}/{c.feature_set}{topic}{rank}/l2={c.l2:g}"
 
 
 # ----- baselines --------------------------------------------------------------------------------

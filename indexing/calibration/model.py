@@ -1,4 +1,4 @@
-"""The query-dependent calibrator (the "Cosine Adapter"): P(rel | q, x) = sigmoid(a(q) g(x) + b(q)).
+"""The query-dependent calibrator (the "Cosine Adapter"): P(rel | q, x) = sigmoid(a(q) g(x) + b(q) - c(q) h(x | q)).
 
 a(q) = exp(alpha . f(q)) > 0 and b(q) = beta . f(q), where f(q) are standardised, label-free query
 features (score-distribution shape and/or a low-rank projection of the query embedding, optionally
@@ -6,6 +6,15 @@ the corpus density around the query's topic centre or the coherence of its candi
 intercept. Fitted by L2-penalised
 maximum likelihood on labelled (query, candidate) pairs; the penalty leaves the intercepts free,
 so heavy regularisation shrinks toward global Platt scaling (exactly this model with no features).
+
+The optional rank term (config `rank_term`): h(x | q) = log(1 + number of the query's candidates
+scoring above x), with c(q) = exp(gamma . f(q)) > 0. It folds the fixed top-k baseline's position
+prior into the score map: at the same cosine, a passage 60th in its query's list is less often
+relevant than one 6th in another's, because the rank says how much of the collection the query
+finds closer, which the raw cosine does not. It also keeps the head of every list: a query whose
+features predict few relevant passages still gets its first hits. h is a non-increasing step
+function of x, so the map stays increasing in x for a fixed query and a threshold on relevance
+still never reorders a query's results.
 """
 
 from __future__ import annotations
@@ -69,6 +78,14 @@ class CalibratorConfig:
     n_candidates: int = 100
     topic_size: int = 0  # m of the topic feature (centre of the top-m hits); 0: not used
     topic_feature: str = "density"  # "density" (corpus around the centre) or "coherence" (the list's tail)
+    rank_term: bool = False  # add -c(q) log(1 + rank of x in the candidate list) to the logit
+
+
+def rank_feature(scores: np.ndarray, candidate_scores: np.ndarray) -> np.ndarray:
+    """log(1 + number of candidates scoring strictly above each score): non-increasing in the score."""
+    ranked = np.sort(np.asarray(candidate_scores, dtype=np.float64).ravel())
+    above = ranked.size - np.searchsorted(ranked, np.asarray(scores, dtype=np.float64), side="right")
+    return np.log1p(above.astype(np.float64))
 
 
 class QueryDependentCalibrator:
@@ -83,8 +100,12 @@ class QueryDependentCalibrator:
         feature_mean: np.ndarray,
         feature_scale: np.ndarray,
         projection: QueryProjection | None,
+        gamma: np.ndarray | None = None,
     ) -> None:
+        if config.rank_term != (gamma is not None):
+            raise ValueError("gamma (the rank term's weights) is needed exactly when config.rank_term is set")
         self.config = config
+        self.gamma = None if gamma is None else np.asarray(gamma, dtype=np.float64)
         self.alpha = np.asarray(alpha, dtype=np.float64)
         self.beta = np.asarray(beta, dtype=np.float64)
         self.exponent = float(exponent)
@@ -152,7 +173,11 @@ class QueryDependentCalibrator:
         """
         f = self._design_row(query_embedding, candidate_scores, topic_neighbours)
         slope = np.exp(np.clip(f @ self.alpha, -30.0, 30.0))
-        return expit(slope * transform(np.asarray(scores, dtype=np.float64), self.exponent) + f @ self.beta)
+        x = np.asarray(scores, dtype=np.float64)
+        z = slope * transform(x, self.exponent) + f @ self.beta
+        if self.gamma is not None:
+            z = z - np.exp(np.clip(f @ self.gamma, -30.0, 30.0)) * rank_feature(x, candidate_scores)
+        return expit(z)
 
     def predict(self, query: LabelledQuery) -> np.ndarray:
         return self.apply(query.scores, query.embedding, query.scores, query.topic_input(self.config))
@@ -186,21 +211,27 @@ class QueryDependentCalibrator:
         design = np.repeat(design_q, counts, axis=0)  # one row per pair
         x = np.concatenate([np.asarray(q.scores, dtype=np.float64) for q in queries])
         y = np.concatenate([np.asarray(q.labels, dtype=np.float64) for q in queries])
+        h = np.concatenate([rank_feature(q.scores, q.scores) for q in queries]) if config.rank_term else None
         m1 = design.shape[1]
+        n_rank = m1 if config.rank_term else 0
         learn_k = config.family == "power"
         k0 = exponent_of(config.family, 1.0)
         penalty = np.r_[0.0, np.full(m1 - 1, config.l2)]
         n = len(y)
 
-        def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
             k = float(np.exp(np.clip(theta[-1], np.log(0.05), np.log(8.0)))) if learn_k else k0
-            return theta[:m1], theta[m1 : 2 * m1], k
+            gamma = theta[2 * m1 : 2 * m1 + n_rank] if n_rank else None
+            return theta[:m1], theta[m1 : 2 * m1], gamma, k
 
         def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            alpha, beta, k = unpack(theta)
+            alpha, beta, gamma, k = unpack(theta)
             slope = np.exp(np.clip(design @ alpha, -30.0, 30.0))
             gx = transform(x, k)
             z = slope * gx + design @ beta
+            if gamma is not None:
+                weight = np.exp(np.clip(design @ gamma, -30.0, 30.0))
+                z = z - weight * h
             # log(1 + e^z) - y z, stable
             nll = np.logaddexp(0.0, z) - y * z
             r = (expit(z) - y) / n
@@ -208,6 +239,9 @@ class QueryDependentCalibrator:
             g_alpha = design.T @ (r * slope * gx) + 2 * penalty * alpha
             g_beta = design.T @ r + 2 * penalty * beta
             grads = [g_alpha, g_beta]
+            if gamma is not None:
+                loss += float(penalty @ gamma**2)
+                grads.append(-(design.T @ (r * weight * h)) + 2 * penalty * gamma)
             if learn_k:
                 grads.append(np.array([float(r @ (slope * transform_dk(x, k))) * k]))
             return float(loss), np.concatenate(grads)
@@ -217,8 +251,10 @@ class QueryDependentCalibrator:
         a0 = 1.0 / max(gx0.std(), 1e-3)
         b0 = -a0 * float(np.quantile(gx0, 1.0 - max(min(y.mean(), 0.99), 0.01)))
         theta0 = np.r_[np.log(a0), np.zeros(m1 - 1), b0, np.zeros(m1 - 1)]
+        if n_rank:
+            theta0 = np.r_[theta0, np.log(0.1), np.zeros(m1 - 1)]  # start with a weak position prior
         if learn_k:
             theta0 = np.r_[theta0, 0.0]
         res = minimize(loss_and_grad, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500})
-        alpha, beta, k = unpack(res.x)
-        return cls(config, alpha, beta, k, mean, scale, projection)
+        alpha, beta, gamma, k = unpack(res.x)
+        return cls(config, alpha, beta, k, mean, scale, projection, gamma)

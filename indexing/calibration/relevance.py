@@ -96,6 +96,7 @@ class RelevanceCalibration:
             "feature_scale": c.feature_scale.tolist(),
             "alpha": c.alpha.tolist(),
             "beta": c.beta.tolist(),
+            "rank_weight": None if c.gamma is None else c.gamma.tolist(),
             "projection": projection,
             "threshold": self.threshold,
             "target_precision": self.target_precision,
@@ -115,6 +116,7 @@ class RelevanceCalibration:
             n_candidates=payload.n_candidates,
             topic_size=payload.topic_size,
             topic_feature=payload.topic_feature,
+            rank_term=payload.rank_weight is not None,
         )
         calibrator = QueryDependentCalibrator(
             config,
@@ -124,6 +126,7 @@ class RelevanceCalibration:
             np.array(payload.feature_mean),
             np.array(payload.feature_scale),
             projection,
+            None if payload.rank_weight is None else np.array(payload.rank_weight),
         )
         return cls(
             calibrator,

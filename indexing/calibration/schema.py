@@ -14,8 +14,9 @@ from indexing.calibration.families import FAMILIES, REFERENCE_SCORE
 from indexing.calibration.features import CANDIDATE_FEATURES, LIST_COHERENCE_FEATURE, TOPIC_DENSITY_FEATURE
 
 # 2 added `topic_size` (the topic-density feature); 3 added `topic_feature` (density or list
-# coherence). Older payloads still load (topic_size 0, topic_feature density).
-SCHEMA_VERSION = 3
+# coherence); 4 added `rank_weight` (the rank term). Older payloads still load (topic_size 0,
+# topic_feature density, no rank term).
+SCHEMA_VERSION = 4
 FeatureSet = Literal["none", "scores", "embedding", "scores+embedding"]
 Family = Literal["linear", "sqrt", "quadratic", "power"]
 assert set(Family.__args__) == set(FAMILIES)  # type: ignore[attr-defined]
@@ -39,7 +40,7 @@ class CalibrationPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1, 2, 3] = Field(SCHEMA_VERSION, description="Format version of this payload.")
+    schema_version: Literal[1, 2, 3, 4] = Field(SCHEMA_VERSION, description="Format version of this payload.")
     embedding_model: str = Field(..., min_length=1, max_length=512)
     embedding_dim: int = Field(..., ge=1, le=65536)
     family: Family
@@ -59,6 +60,10 @@ class CalibrationPayload(BaseModel):
     feature_scale: list[float]
     alpha: list[float] = Field(..., min_length=1, description="log-slope weights: intercept, then features.")
     beta: list[float] = Field(..., min_length=1, description="offset weights: intercept, then features.")
+    rank_weight: list[float] | None = Field(
+        None, description="log-weights of the rank term -c(q) log(1 + candidates above x): intercept, then "
+        "features; null: no rank term."
+    )
     projection: ProjectionPayload | None = None
     threshold: float = Field(..., ge=0.0, le=1.0, description="Default min_relevance.")
     target_precision: float | None = Field(None, gt=0.0, le=1.0, description="None: threshold maximises F1.")
@@ -78,6 +83,12 @@ class CalibrationPayload(BaseModel):
             raise ValueError("feature_mean/feature_scale: need one value per feature name")
         if len(self.alpha) != m + 1 or len(self.beta) != m + 1:
             raise ValueError(f"alpha/beta: need {m + 1} values (intercept + {m} features)")
+        if self.rank_weight is not None:
+            if self.schema_version < 4:
+                raise ValueError("rank_weight: needs schema_version 4")
+            if len(self.rank_weight) != m + 1:
+                raise ValueError(f"rank_weight: need {m + 1} values (intercept + {m} features)")
+            _finite("rank_weight", self.rank_weight)
         if any(s <= 0 for s in self.feature_scale):
             raise ValueError("feature_scale: must be positive")
         uses_scores = self.feature_set in ("scores", "scores+embedding")

@@ -228,6 +228,26 @@ class PackedLaunch:
     scale: float
     precision: str
 
+    def arguments(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, cu_seqlens: torch.Tensor
+    ) -> tuple:
+        """The positional arguments both kernels take, in their order: tensors, indices, scale, strides, heads."""
+        pk, pv = self.prefix_k, self.prefix_v
+        return (
+            q, k, v, pk, pv, out,
+            cu_seqlens, self.cu_prefix_lens, self.prefix_group,
+            self.scale,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            pk.stride(0), pk.stride(1), pv.stride(0), pv.stride(1),
+            out.stride(0), out.stride(1),
+            self.num_kv_heads, self.heads_per_kv, self.heads_per_tile,
+        )
+
+    def constants(self, head_dim: int, causal: bool) -> dict:
+        """The compile-time constants both kernels take."""
+        return {"HEAD_DIM": head_dim, "IS_CAUSAL": causal, "HAS_PREFIX": self.has_prefix,
+                "DOT_PRECISION": self.precision}
+
 
 def prepare_launch(
     q: torch.Tensor,
@@ -322,16 +342,5 @@ def varlen_prefix_attention_triton(
     if config is not None:  # the bare jit function with this tiling, bypassing autotune
         kernel = _varlen_prefix_attention_fwd.fn
         launch_options = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
-    pk, pv = a.prefix_k, a.prefix_v
-    kernel[grid](
-        q, k, v, pk, pv, out,
-        cu_seqlens, a.cu_prefix_lens, a.prefix_group,
-        a.scale,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        pk.stride(0), pk.stride(1), pv.stride(0), pv.stride(1),
-        out.stride(0), out.stride(1),
-        a.num_kv_heads, a.heads_per_kv, per_tile,
-        HEAD_DIM=head_dim, IS_CAUSAL=causal, HAS_PREFIX=a.has_prefix, DOT_PRECISION=a.precision,
-        **launch_options,
-    )
+    kernel[grid](*a.arguments(q, k, v, out, cu_seqlens), **a.constants(head_dim, causal), **launch_options)
     return out

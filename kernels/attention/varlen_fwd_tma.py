@@ -219,16 +219,8 @@ def varlen_prefix_attention_tma(
     triton.set_allocator(_scratch)
     positions = block_m // a.heads_per_tile
     grid = (triton.cdiv(max(int(max_seqlen), 1), positions), a.num_seqs * num_heads // a.heads_per_tile)
-    pk, pv = a.prefix_k, a.prefix_v
     _varlen_prefix_attention_fwd_tma[grid](
-        q, k, v, pk, pv, out,
-        cu_seqlens, a.cu_prefix_lens, a.prefix_group,
-        a.scale,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        pk.stride(0), pk.stride(1), pv.stride(0), pv.stride(1),
-        out.stride(0), out.stride(1),
-        a.num_kv_heads, a.heads_per_kv, a.heads_per_tile,
-        HEAD_DIM=head_dim, IS_CAUSAL=causal, HAS_PREFIX=a.has_prefix, DOT_PRECISION=a.precision,
+        *a.arguments(q, k, v, out, cu_seqlens), **a.constants(head_dim, causal),
         BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
         num_warps=warps, num_stages=stages,
     )
