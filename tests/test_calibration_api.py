@@ -27,7 +27,7 @@ QUERY = "how do bees make honey"
 def calibration_payload() -> dict:
     """A calibration for MiniLM fitted on synthetic labelled lists (8 candidates, as the collection)."""
     queries, _ = synthetic_queries(60, 8, seed=3)
-    config = CalibratorConfig("power", "scores", 0.03, n_candidates=8)
+    config = CalibratorConfig("power", "scores", 0.03, n_candidates=8, rank_term=True)  # the default kind
     return fit_calibration(queries, MODEL, 384, grid=[config], n_folds=3).to_dict()
 
 
@@ -59,6 +59,7 @@ def test_calibration_lifecycle_over_http(server_factory, tmp_path, calibration_p
             {**calibration_payload, "threshold": 2},
             {**calibration_payload, "extra": True},
             {k: v for k, v in calibration_payload.items() if k != "beta"},
+            {**calibration_payload, "rank_weight": [0.5]},  # one weight per feature + intercept
         ):
             r = client.put("/v1/collections/kb/calibration", json=bad)
             assert r.status_code == 422, r.text
@@ -96,6 +97,7 @@ def test_calibration_lifecycle_over_http(server_factory, tmp_path, calibration_p
     with restarted.client() as client:
         stored = client.get("/v1/collections/kb/calibration")
         assert stored.status_code == 200 and stored.json()["alpha"] == calibration_payload["alpha"]
+        assert stored.json()["rank_weight"] == calibration_payload["rank_weight"]
         again = _search(client, "kb", min_relevance=0.0)
         np.testing.assert_allclose([h["relevance"] for h in again["hits"]], relevance, rtol=1e-6)
 
