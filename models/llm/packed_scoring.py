@@ -18,7 +18,14 @@ from transformers import PreTrainedModel
 
 from kernels.attention.dispatch import AttentionBackend
 from kernels.attention.hf import ATTN_IMPLEMENTATION, PackedAttentionBatch, packed_attention, register_rrs_attention
-from models.llm.prefix_scoring import PrefixGroup, PrefixScorer, check_sequences, flatten_groups, split_by_group
+from models.llm.prefix_scoring import (
+    HiddenStateScorer,
+    PrefixGroup,
+    PrefixScorer,
+    check_sequences,
+    flatten_groups,
+    split_by_group,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ def packed_chunks(lengths: list[int], token_budget: int) -> list[list[int]]:
     return chunks
 
 
-class PackedPrefixScorer:
+class PackedPrefixScorer(HiddenStateScorer):
     """Hidden state at each suffix's last token, prefix computed once, suffixes packed without padding.
 
     Switches `model` to the `rrs_fused` attention implementation, which for ordinary (unpacked)
@@ -60,9 +67,6 @@ class PackedPrefixScorer:
                         model.config._attn_implementation, ATTN_IMPLEMENTATION)
             model.set_attn_implementation(ATTN_IMPLEMENTATION)
         self.sliding_window = getattr(model.config.get_text_config(), "sliding_window", None)
-
-    def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
-        return self.last_hidden_states_groups([(prefix_ids, suffixes)])[0]
 
     @torch.inference_mode()
     def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:

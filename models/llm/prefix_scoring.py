@@ -20,8 +20,8 @@ vocabulary.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -41,7 +41,7 @@ PrefixGroup = tuple[list[int], list[list[int]]]
 """One request's shared prefix ids and its suffixes (documents + prompt tail)."""
 
 
-class HiddenStateScorer(Protocol):
+class HiddenStateScorer(ABC):
     """What every engine provides: one final hidden state per (prefix + suffix) sequence.
 
     `last_hidden_states_groups` takes several (prefix, suffixes) groups, typically the requests of
@@ -49,8 +49,11 @@ class HiddenStateScorer(Protocol):
     still computed once.
     """
 
-    def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor: ...
+    def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
+        """One group's hidden states, (len(suffixes), hidden)."""
+        return self.last_hidden_states_groups([(prefix_ids, suffixes)])[0]
 
+    @abstractmethod
     def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]: ...
 
 
@@ -110,16 +113,13 @@ def check_sequences(prefix_ids: list[int], suffixes: list[list[int]]) -> None:
         raise ValueError("every suffix must hold at least one token")
 
 
-class PaddedScorer:
+class PaddedScorer(HiddenStateScorer):
     """Baseline engine: each full (prefix + suffix) sequence runs independently, right-padded."""
 
     def __init__(self, model: PreTrainedModel, token_budget: int | None = None) -> None:
         self.model = model
         self.token_budget = token_budget or default_token_budget(model)
         self.device = next(model.parameters()).device
-
-    def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
-        return self.last_hidden_states_groups([(prefix_ids, suffixes)])[0]
 
     @torch.inference_mode()
     def last_hidden_states_groups(self, groups: Sequence[PrefixGroup]) -> list[torch.Tensor]:
@@ -136,7 +136,7 @@ class PaddedScorer:
         return split_by_group(out, groups)
 
 
-class PrefixScorer:
+class PrefixScorer(HiddenStateScorer):
     """Cache engine: each prefix runs once; suffix batches attend to the KV cache of their prefix.
 
     Suffixes of several groups share a batch: each row's prefix keys/values are placed
@@ -155,9 +155,6 @@ class PrefixScorer:
         # cache would no longer describe the prefix, so such prefixes take the full path.
         window = getattr(self.model.config.get_text_config(), "sliding_window", None)
         return window is None or prefix_len < window - 1
-
-    def last_hidden_states(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
-        return self.last_hidden_states_groups([(prefix_ids, suffixes)])[0]
 
     def _prefix_layers(self, prefix_ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         prefix = torch.tensor([prefix_ids], dtype=torch.long, device=self.device)
