@@ -473,3 +473,12 @@ def test_rank_term_round_trip_and_schema_checks() -> None:
     # A schema-3 payload (no rank term) still loads and predicts without it.
     old = {k: v for k, v in data.items() if k != "rank_weight"} | {"schema_version": 3}
     assert not RelevanceCalibration.from_dict(old).calibrator.config.rank_term
+
+
+def test_grids_offer_coherence_alone_with_the_rank_term_by_default() -> None:
+    grid = coherence_grid(("linear",), n_candidates=50)
+    coherent = [c for c in grid if c.topic_feature == "coherence" and c.topic_size]
+    assert coherent and all(c.feature_set == "none" and c.rank_term for c in coherent)
+    assert all(c.rank_term for c in grid)
+    shaped = coherence_grid(("linear",), 50, rank_term=False, with_shape=True)  # the session-2 grid
+    assert all(c.feature_set == "scores" for c in shaped if c.topic_size) and not any(c.rank_term for c in shaped)
