@@ -5,7 +5,9 @@
 3. shared-prefix varlen attention TFLOP/s at head dim 64/128, 16k-256k suffix tokens, against
    `torch.nn.attention.varlen.varlen_attn` (prefix copied into every sequence's keys) and SDPA's
    flash and cuDNN backends on the padded full (prefix + suffix) sequences, plus plain varlen;
-4. exact search: `kernels.similarity_topk` and torch matmul + topk against a CPU FAISS IndexFlatIP.
+4. exact search: `kernels.similarity_topk` and torch matmul + topk against a CPU FAISS IndexFlatIP;
+5. reranker engines end to end in bf16: padded per-pair vs prefix cache vs packed (fused kernel) on
+   SmolLM2-135M's shape, and concurrent requests one call each vs coalesced into one grouped call.
 
 FLOPs are counted as computed: 4 * d * heads * (L * P + L * (L + 1) / 2) per sequence of L suffix
 tokens over a P-token prefix (causal halves the own part; the padded baselines are charged the
@@ -352,6 +354,89 @@ def topk_search(num_docs: int, dim: int) -> list[dict[str, Any]]:
     return rows
 
 
+def smollm2_shaped(device: str, dtype: torch.dtype, layers: int = 30) -> torch.nn.Module:
+    """SmolLM2-135M-Instruct's architecture with random weights: the GPU host has no model files, and
+    speed does not depend on the weights (the packed-vs-eager equality is checked on the same model)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                      rope_theta=100000.0, tie_word_embeddings=True, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval().to(device=device, dtype=dtype)
+
+
+def _timed(fn: Any, device: str, repeats: int = 3) -> tuple[float, Any]:
+    """Median wall seconds of `fn` (device synchronised) and its last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2], out
+
+
+@section("rerank_engines")
+def rerank_engines(doc_counts: tuple[int, ...] = (100, 1000), groups: int = 8, docs_per_group: int = 10,
+                   device: str = "cuda") -> list[dict[str, Any]]:
+    """pairs/s of the three scoring engines on one query (60-token prefix, documents of 100-600 tokens),
+    and of `groups` concurrent requests scored one call each vs in one grouped call (the service's
+    coalescing). bf16 on CUDA; on CPU (a smoke run) fp32, 2 layers, short documents."""
+    import copy
+
+    from models.llm.packed_scoring import PackedPrefixScorer
+    from models.llm.prefix_scoring import PaddedScorer, PrefixScorer
+
+    smoke = device != "cuda"
+    model = smollm2_shaped(device, torch.float32 if smoke else torch.bfloat16, layers=2 if smoke else 30)
+    packed_model = copy.deepcopy(model)  # the packed engine switches its model to the fused attention
+    engines = {"padded": PaddedScorer(model), "cache": PrefixScorer(model), "packed": PackedPrefixScorer(packed_model)}
+    gen = torch.Generator().manual_seed(3)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(0, 49152, (n,), generator=gen).tolist()
+
+    lo, hi = (10, 30) if smoke else (100, 600)
+    rows: list[dict[str, Any]] = []
+    for count in doc_counts if not smoke else (6,):
+        prefix = ids(60)
+        suffixes = [ids(int(n)) for n in torch.randint(lo, hi + 1, (count,), generator=gen)]
+        for scorer in engines.values():
+            scorer.last_hidden_states(prefix, suffixes[:4])  # warm-up (kernel autotune, allocations)
+        row: dict[str, Any] = {"case": "one query", "docs": count, "prefix_tokens": 60,
+                               "doc_tokens": sum(map(len, suffixes))}
+        hidden: dict[str, torch.Tensor] = {}
+        for name, scorer in engines.items():
+            seconds, hidden[name] = _timed(lambda: scorer.last_hidden_states(prefix, suffixes), device)
+            row[f"{name}_ms"] = 1000 * seconds
+            row[f"{name}_pairs_per_s"] = count / seconds
+        for name in ("cache", "packed"):
+            row[f"{name}_speedup_vs_padded"] = row["padded_ms"] / row[f"{name}_ms"]
+            diff = (hidden[name].float() - hidden["padded"].float()).abs().max()
+            row[f"{name}_max_rel_diff_vs_padded"] = float(diff / hidden["padded"].float().abs().max())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    batch = [(ids(60), [ids(int(n)) for n in torch.randint(lo, hi + 1, (docs_per_group,), generator=gen)])
+             for _ in range(groups)]
+    row = {"case": "concurrent requests", "requests": groups, "docs_per_request": docs_per_group}
+    for name in ("cache", "packed"):
+        scorer = engines[name]
+        one_s, alone = _timed(lambda: [scorer.last_hidden_states(p, s) for p, s in batch], device)
+        grouped_s, together = _timed(lambda: scorer.last_hidden_states_groups(batch), device)
+        row[f"{name}_one_by_one_ms"] = 1000 * one_s
+        row[f"{name}_coalesced_ms"] = 1000 * grouped_s
+        row[f"{name}_coalescing_speedup"] = one_s / grouped_s
+        row[f"{name}_max_abs_diff"] = max(float((a.float() - b.float()).abs().max())
+                                          for a, b in zip(alone, together, strict=True))
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    return rows
+
+
 def markdown(results: dict[str, Any]) -> str:
     dev = results["sections"].get("device", {})
     ceil = results["sections"].get("ceilings", {})
@@ -386,6 +471,19 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{f(r, n + '_recall_vs_faiss', '.4f')}")
         head = f"| {r['queries']} | {r['docs']} | {r['k']} | {r['faiss_cpu_ms']:.1f} | "
         lines.append(head + " | ".join(cells) + " |")
+    lines += ["", "| reranker engines (bf16) | docs | padded ms | cache ms (x padded) | packed ms (x padded) "
+              "| packed rel diff |", "|---|---|---|---|---|---|"]
+    for r in results["sections"].get("rerank_engines") or []:
+        if r["case"] == "one query":
+            lines.append(f"| one query | {r['docs']} | {r['padded_ms']:.1f} | {r['cache_ms']:.1f} "
+                         f"({r['cache_speedup_vs_padded']:.2f}x) | {r['packed_ms']:.1f} "
+                         f"({r['packed_speedup_vs_padded']:.2f}x) | {r['packed_max_rel_diff_vs_padded']:.1e} |")
+        else:
+            lines.append(f"| {r['requests']} concurrent requests, one call each vs coalesced | "
+                         f"{r['requests']}x{r['docs_per_request']} | – | {r['cache_one_by_one_ms']:.1f} -> "
+                         f"{r['cache_coalesced_ms']:.1f} ({r['cache_coalescing_speedup']:.2f}x) | "
+                         f"{r['packed_one_by_one_ms']:.1f} -> {r['packed_coalesced_ms']:.1f} "
+                         f"({r['packed_coalescing_speedup']:.2f}x) | – |")
     if results["errors"]:
         lines += ["", "errors: " + ", ".join(results["errors"])]
     return "\n".join(lines)
@@ -412,6 +510,8 @@ def main() -> None:
         attention_correctness()
     if "topk" not in skip:
         topk_search(args.docs, args.dim)
+    if "rerank" not in skip:
+        rerank_engines()
     (out / "gpu_suite.json").write_text(json.dumps(RESULTS, indent=1, default=str))
     md = markdown(RESULTS)
     (out / "gpu_suite.md").write_text(md)
