@@ -30,7 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gpu_suite import _varlen_attn_call, attention_flops, prefix_copied_keys, suffix_lengths  # noqa: E402
+from benchmarks.gpu_suite import (  # noqa: E402
+    _varlen_attn_call,
+    attention_flops,
+    prefix_copied_keys,
+    smollm2_shaped,
+    suffix_lengths,
+)
 from kernels.attention.reference import varlen_prefix_attention_reference  # noqa: E402
 
 SMOKE = os.environ.get("TRITON_INTERPRET") == "1"
@@ -267,7 +273,6 @@ def model_check(best: dict[str, Any] | None) -> dict[str, Any]:
     kernel's autotune list is cut to the winning tiling first so this costs two compiles, not eight.
     """
     import triton
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from kernels.attention import varlen_fwd
     from models.llm.packed_scoring import PackedPrefixScorer
@@ -276,11 +281,7 @@ def model_check(best: dict[str, Any] | None) -> dict[str, Any]:
         varlen_fwd._varlen_prefix_attention_fwd.configs = [triton.Config(
             {"BLOCK_M": best["BLOCK_M"], "BLOCK_N": best["BLOCK_N"]}, num_warps=best["warps"],
             num_stages=best["stages"])]
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30 if not SMOKE
-                      else 2, num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                      rope_theta=100000.0, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model32 = LlamaForCausalLM(cfg).eval().to(DEVICE)
+    model32 = smollm2_shaped(DEVICE, torch.float32, layers=30 if not SMOKE else 2)
     model32.config._attn_implementation = "eager"
     gen = torch.Generator().manual_seed(1)
     prefix = torch.randint(0, 49152, (60,), generator=gen).tolist()
