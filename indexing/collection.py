@@ -88,8 +88,13 @@ class Calibrator(Protocol):
     """The seam for the relevance-calibration stage: fills `relevance` on each hit."""
 
     threshold: float  # the fitted global threshold: the default `min_relevance`
+    n_candidates: int  # depth of the unfiltered candidate list its features read
 
-    def calibrate(self, query_vector: np.ndarray, hits: list[Hit]) -> list[Hit]: ...
+    def calibrate(
+        self, query_vector: np.ndarray, hits: list[Hit], candidates: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> list[Hit]:
+        """`candidates`: the query's unfiltered top-n (scores, vector ids) when the caller has it already."""
+        ...
 
 
 class Collection:
@@ -266,12 +271,20 @@ class Collection:
         allowed = None
         if filter_:
             allowed = self.store.vids_matching(filter_)
+        # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
+        # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
+        # max(ef, k), the same for k up to ef and a wider beam beyond).
+        depth = top_k
+        if self.calibrator is not None and allowed is None:
+            depth = max(top_k, self.calibrator.n_candidates)
         if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
             scores, vids = self._exact_over(queries, allowed, top_k)
         else:
-            scores, vids = self.index.search(queries, top_k, allowed)
+            scores, vids = self.index.search(queries, depth, allowed)
             if allowed is not None and (vids < 0).any() and len(allowed) > (vids >= 0).sum(1).min():
                 scores, vids = self._exact_over(queries, allowed, top_k)  # an IVF probe missed filtered docs
+        deep = (scores, vids) if depth > top_k else None
+        scores, vids = scores[:, :top_k], vids[:, :top_k]
         docs = self.store.get_by_vids(np.unique(vids[vids >= 0]).tolist())
         results = []
         for row in range(len(queries)):
@@ -283,7 +296,8 @@ class Collection:
             candidates = len(hits)
             cut = min_relevance
             if self.calibrator is not None:
-                hits = self.calibrator.calibrate(queries[row], hits)
+                top_n = None if deep is None else (deep[0][row], deep[1][row])
+                hits = self.calibrator.calibrate(queries[row], hits, top_n)
                 cut = self.calibrator.threshold if cut is None else cut
             if cut is not None:
                 if self.calibrator is None:

@@ -150,7 +150,14 @@ def test_filtered_search_is_exact_and_full(catalog: CollectionCatalog):
 
 def test_calibrator_seam_fills_relevance_and_cuts(catalog: CollectionCatalog):
     class HalfScore:
-        def calibrate(self, query_vector, hits):
+        threshold = 0.5
+        n_candidates = 50
+
+        given: list[bool] = []
+
+        def calibrate(self, query_vector, hits, candidates=None):
+            assert candidates is None or len(candidates[1]) == self.n_candidates  # the one deeper search
+            self.given.append(candidates is not None)
             for h in hits:
                 h.relevance = (h.score + 1) / 2
             return hits
@@ -164,6 +171,13 @@ def test_calibrator_seam_fills_relevance_and_cuts(catalog: CollectionCatalog):
     result = coll.search(x[:1], 50, min_relevance=0.75)[0]
     assert result.candidates == 50 and 0 < len(result.hits) < 50
     assert all(h.relevance >= 0.75 for h in result.hits)
+    # A page shorter than the calibrator's depth: the same hits as an uncalibrated search of that size.
+    page = coll.search(x[:1], 5, min_relevance=0.0)[0]
+    assert HalfScore.given[-1]  # without a filter the collection's search hands its top-n over
+    coll.search(x[:1], 5, {"i": 3}, min_relevance=0.0)
+    assert not HalfScore.given[-1]  # with one, the calibrator must search the unfiltered top-n itself
+    coll.calibrator = None
+    assert [h.id for h in page.hits] == [h.id for h in coll.search(x[:1], 5)[0].hits]
 
 
 def test_collection_grows_into_its_ann_kind_on_rebuild(catalog: CollectionCatalog):

@@ -1,9 +1,10 @@
 """Calibration on a collection: fill `relevance` on hits, persist in the manifest, load at open.
 
-The collection calls `calibrate(query_vector, hits)` (its `Calibrator` seam). Features must be
-computed from the same list the calibrator was fitted on, the query's unfiltered top-n, whatever
-`top_k` or metadata filter the request has, so each calibrated query runs one index search of depth n
-(cheap next to embedding the query). A calibrator with the topic-density feature runs one more: the
+The collection calls `calibrate(query_vector, hits, candidates)` (its `Calibrator` seam). Features
+must be computed from the same list the calibrator was fitted on, the query's unfiltered top-n,
+whatever `top_k` or metadata filter the request has. Without a filter the collection's own search
+runs to depth n and passes that list in; with one, the calibrator runs the unfiltered search of
+depth n itself (cheap next to embedding the query). A calibrator with the topic-density feature runs one more: the
 centre of the top-m of those hits against the same index, at the same depth. One with the
 list-coherence feature reads the stored vectors of those hits instead (no second search).
 """
@@ -35,19 +36,33 @@ class CollectionCalibrator:
         """The default `min_relevance` of searches on this collection."""
         return self.calibration.threshold
 
-    def candidates(self, query_vector: np.ndarray, hits: list[Hit]) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and vector ids of the query's unfiltered top-n (the hits themselves if none found)."""
-        n = self.calibration.n_candidates
-        scores, vids = self.collection.index.search(np.asarray(query_vector, np.float32)[None, :], n, None)
-        found = vids[0] >= 0
-        if found.any():
-            return scores[0][found], vids[0][found]
+    @property
+    def n_candidates(self) -> int:
+        return self.calibration.n_candidates
+
+    def candidates(
+        self, query_vector: np.ndarray, hits: list[Hit], found: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and vector ids of the query's unfiltered top-n (the hits themselves if none found).
+
+        `found`: that search's result when the caller already ran it (`Collection.search` without a filter).
+        """
+        if found is None:
+            n = self.calibration.n_candidates
+            scores, vids = self.collection.index.search(np.asarray(query_vector, np.float32)[None, :], n, None)
+            found = scores[0], vids[0]
+        scores, vids = found[0][: self.calibration.n_candidates], found[1][: self.calibration.n_candidates]
+        ok = vids >= 0
+        if ok.any():
+            return scores[ok], vids[ok]
         return np.array([h.score for h in hits]), np.array([h.vid for h in hits], dtype=np.int64)
 
-    def calibrate(self, query_vector: np.ndarray, hits: list[Hit]) -> list[Hit]:
+    def calibrate(
+        self, query_vector: np.ndarray, hits: list[Hit], candidates: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> list[Hit]:
         if not hits:
             return hits
-        scores, vids = self.candidates(query_vector, hits)
+        scores, vids = self.candidates(query_vector, hits, candidates)
         topic = None
         m = self.calibration.topic_size
         if m > 0 and self.calibration.topic_feature == "coherence":
