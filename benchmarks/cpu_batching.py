@@ -14,24 +14,14 @@ import time
 from pathlib import Path
 
 from benchmarks.embed import DEFAULT_DATASET, load_passages
+from service.batching import padded_runs
 
 
 def _cut(lengths: list[int], ratio: float) -> list[list[int]]:
-    """Indices of one chunk, length-sorted, cut where padded tokens would pass `ratio` x real."""
+    """Indices of one chunk, length-sorted, cut where padded tokens would pass `ratio` x real (the server's rule)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for i in order:
-        n = lengths[i]
-        if current and n * (len(current) + 1) > ratio * (real + n):
-            groups.append(current)
-            current, real = [], 0
-        current.append(i)
-        real += n
-    if current:
-        groups.append(current)
-    return groups
+    runs = padded_runs([lengths[i] for i in order], len(order), sum(lengths) * len(order), ratio)
+    return [order[start:end] for start, end, _ in runs]
 
 
 def embed_sweep(dataset: Path = DEFAULT_DATASET, n_texts: int = 2000) -> dict[str, float]:

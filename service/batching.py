@@ -67,6 +67,28 @@ class _Job(Generic[T]):
         self.loop.call_soon_threadsafe(_set)
 
 
+def padded_runs(
+    sorted_lengths: Sequence[int], max_size: int, max_tokens: int, max_padding_ratio: float | None
+) -> list[tuple[int, int, int]]:
+    """(start, end, width) of each batch over rows sorted by length: a batch ends before the row that
+    would take it past `max_size` rows, `max_tokens` padded tokens, or `max_padding_ratio` x its real
+    tokens (a single row always fits)."""
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    while start < len(sorted_lengths):
+        end, width, real = start, 0, 0
+        while end < len(sorted_lengths) and end - start < max_size:
+            new_width, new_real = max(width, sorted_lengths[end]), real + sorted_lengths[end]
+            padded = new_width * (end - start + 1)
+            if end > start and (padded > max_tokens or (max_padding_ratio is not None
+                                                         and padded > max_padding_ratio * new_real)):
+                break
+            width, real, end = new_width, new_real, end + 1
+        runs.append((start, end, width))
+        start = end
+    return runs
+
+
 class TokenBudgetBatcher(Generic[T]):
     """Batches items of many requests through `run_batch(items) -> rows` on a worker thread."""
 
@@ -190,22 +212,11 @@ class TokenBudgetBatcher(Generic[T]):
         now = time.monotonic()
         jobs = [j for j in jobs if self._live(j, now)]
         entries = sorted(((len(it), ji, ii) for ji, j in enumerate(jobs) for ii, it in enumerate(j.items)))
-        ratio = self.max_padding_ratio
-        start = 0
-        while start < len(entries):
-            end, width, real = start, 0, 0
-            while end < len(entries) and end - start < self.max_batch_size:
-                new_width, new_real = max(width, entries[end][0]), real + entries[end][0]
-                padded = new_width * (end - start + 1)
-                if end > start and (padded > self.max_batch_tokens
-                                    or (ratio is not None and padded > ratio * new_real)):
-                    break
-                width, real, end = new_width, new_real, end + 1
+        runs = padded_runs([e[0] for e in entries], self.max_batch_size, self.max_batch_tokens, self.max_padding_ratio)
+        for start, end, width in runs:
             chunk = [e for e in entries[start:end] if not jobs[e[1]].cancelled]
-            start = end
-            if not chunk:
-                continue
-            self._run_chunk(jobs, chunk, width)
+            if chunk:
+                self._run_chunk(jobs, chunk, width)
 
     def _run_chunk(self, jobs: list[_Job[T]], chunk: list[tuple[int, int, int]], width: int) -> None:
         t0 = time.monotonic()
