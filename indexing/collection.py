@@ -274,16 +274,15 @@ class Collection:
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
-        depth = top_k
-        if self.calibrator is not None and allowed is None:
-            depth = max(top_k, self.calibrator.n_candidates)
+        shared = self.calibrator is not None and allowed is None
+        depth = max(top_k, self.calibrator.n_candidates) if shared else top_k
         if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
             scores, vids = self._exact_over(queries, allowed, top_k)
         else:
             scores, vids = self.index.search(queries, depth, allowed)
             if allowed is not None and (vids < 0).any() and len(allowed) > (vids >= 0).sum(1).min():
                 scores, vids = self._exact_over(queries, allowed, top_k)  # an IVF probe missed filtered docs
-        deep = (scores, vids) if depth > top_k else None
+        deep = (scores[:, : self.calibrator.n_candidates], vids[:, : self.calibrator.n_candidates]) if shared else None
         scores, vids = scores[:, :top_k], vids[:, :top_k]
         docs = self.store.get_by_vids(np.unique(vids[vids >= 0]).tolist())
         results = []

@@ -169,6 +169,7 @@ def test_calibrator_seam_fills_relevance_and_cuts(catalog: CollectionCatalog):
         coll.search(x[:1], 5, min_relevance=0.5)
     coll.calibrator = HalfScore()
     result = coll.search(x[:1], 50, min_relevance=0.75)[0]
+    assert HalfScore.given[-1]  # a page as deep as the calibrator's list is that list: no second search
     assert result.candidates == 50 and 0 < len(result.hits) < 50
     assert all(h.relevance >= 0.75 for h in result.hits)
     # A page shorter than the calibrator's depth: the same hits as an uncalibrated search of that size.
