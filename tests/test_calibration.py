@@ -203,6 +203,17 @@ def test_baselines_share_the_code_path(synthetic: tuple) -> None:
 
 
 # ----- topic density: a corpus statistic, computed the same way when fitting and when serving -----
+def _same_shape_list(rng: np.random.Generator) -> tuple[np.ndarray, float, np.ndarray]:
+    """50 candidate scores of one fixed shape, a hidden per-query prior in [0, 1], and labels drawn from both.
+
+    Only a feature that sees the hidden prior can tell such queries apart (the score shape cannot).
+    """
+    scores = np.sort(np.clip(0.45 + 0.1 * rng.standard_normal(50), -1, 1))[::-1]
+    prior = rng.uniform()
+    labels = (rng.uniform(size=50) < expit(10 * (scores - 0.45) + 6 * (prior - 0.5))).astype(float)
+    return scores, prior, labels
+
+
 def topic_queries(n_queries: int, seed: int) -> list[LabelledQuery]:
     """Lists whose share relevant is set by how crowded the query's topic is in the corpus.
 
@@ -212,9 +223,7 @@ def topic_queries(n_queries: int, seed: int) -> list[LabelledQuery]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_queries):
-        scores = np.sort(np.clip(0.45 + 0.1 * rng.standard_normal(50), -1, 1))[::-1]
-        crowded = rng.uniform()
-        labels = (rng.uniform(size=50) < expit(10 * (scores - 0.45) + 6 * (crowded - 0.5))).astype(float)
+        scores, crowded, labels = _same_shape_list(rng)
         neighbours = {}
         for m in TOPIC_SIZES:
             inside = int(1 + crowded * 48)  # passages at least as close to the centre as the m-th hit
@@ -320,9 +329,7 @@ def coherence_queries(n_queries: int, seed: int) -> list[LabelledQuery]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_queries):
-        scores = np.sort(np.clip(0.45 + 0.1 * rng.standard_normal(50), -1, 1))[::-1]
-        broad = rng.uniform()
-        labels = (rng.uniform(size=50) < expit(10 * (scores - 0.45) + 6 * (broad - 0.5))).astype(float)
+        scores, broad, labels = _same_shape_list(rng)
         tails = {m: np.full(25, 0.3 + 0.5 * broad) + 0.01 * rng.standard_normal(25) for m in TOPIC_SIZES}
         emb = rng.standard_normal(DIM).astype(np.float32)
         out.append(LabelledQuery(f"c{i}", emb / np.linalg.norm(emb), scores, labels, coherence_tails=tails))
