@@ -27,7 +27,10 @@ L2_GRID: tuple[float, ...] = (0.003, 0.03, 0.3)
 
 
 def default_grid(
-    families: Sequence[str] = ("linear", "power"), n_candidates: int = 100, rank_term: bool = True
+    families: Sequence[str] = ("linear", "power"),
+    n_candidates: int = 100,
+    rank_term: bool = True,
+    l2_grid: Sequence[float] = L2_GRID,
 ) -> list[CalibratorConfig]:
     """The hyper-parameters cross-validation chooses among; `none` is global Platt on g(x).
 
@@ -36,7 +39,7 @@ def default_grid(
     perfect per-query prior.
     """
     grid = [CalibratorConfig(f, "none", 0.0, n_candidates=n_candidates, rank_term=rank_term) for f in families]
-    for family, features, l2 in itertools.product(families, ("scores", "scores+embedding"), L2_GRID):
+    for family, features, l2 in itertools.product(families, ("scores", "scores+embedding"), l2_grid):
         grid.append(CalibratorConfig(family, features, l2, n_candidates=n_candidates, rank_term=rank_term))
     return grid
 
@@ -64,6 +67,7 @@ def coherence_grid(
     topic_sizes: Sequence[int] = TOPIC_SIZES,
     rank_term: bool = True,
     with_shape: bool = False,
+    l2_grid: Sequence[float] = L2_GRID,
 ) -> list[CalibratorConfig]:
     """`default_grid` plus list coherence for each m: inner CV picks m on training queries.
 
@@ -79,9 +83,9 @@ def coherence_grid(
             family, features, l2, n_candidates=n_candidates, topic_size=m, topic_feature="coherence",
             rank_term=rank_term,
         )
-        for family, l2, m in itertools.product(families, L2_GRID, topic_sizes)
+        for family, l2, m in itertools.product(families, l2_grid, topic_sizes)
     ]
-    return default_grid(families, n_candidates, rank_term) + extra
+    return default_grid(families, n_candidates, rank_term, l2_grid) + extra
 
 
 def config_label(c: CalibratorConfig) -> str:
