@@ -146,8 +146,7 @@ def oracle_base_rate_report(queries: list[LabelledQuery], folds: int, seed: int,
     from sklearn.model_selection import KFold
 
     def design(q: LabelledQuery) -> np.ndarray:
-        share = (q.labels.sum() + 0.5) / (len(q.labels) + 1.0)
-        prior = np.full(len(q.scores), np.log(share / (1 - share)))
+        prior = np.full(len(q.scores), logit_share(q))
         columns = [q.scores, prior, q.scores * prior]
         if rank:
             h = rank_feature(q.scores, q.scores)
@@ -168,6 +167,25 @@ def oracle_base_rate_report(queries: list[LabelledQuery], folds: int, seed: int,
     return MethodReport("oracle_base_rate_rank" if rank else "oracle_base_rate", True, preds, thresholds, metrics)
 
 
+def logit_share(q: LabelledQuery) -> float:
+    """Logit of the query's share of relevant candidates (smoothed): the per-query prior."""
+    share = (q.labels.sum() + 0.5) / (len(q.labels) + 1.0)
+    return float(np.log(share / (1 - share)))
+
+
+def prior_r2(x: np.ndarray, queries: list[LabelledQuery], folds: int, seed: int) -> float:
+    """Cross-validated ridge R^2 of the queries' logit share relevant from the columns of `x`."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    x = np.asarray(x, dtype=np.float64).reshape(len(queries), -1)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
+    target = np.array([logit_share(q) for q in queries])
+    cv = KFold(folds, shuffle=True, random_state=seed)
+    pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), x, target, cv=cv)
+    return float(1 - np.mean((pred - target) ** 2) / target.var())
+
+
 def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int, shape: bool = True,
                              coherence_m: int | None = None) -> float:
     """Cross-validated R^2 of the logit share relevant predicted from label-free list features.
@@ -175,21 +193,12 @@ def base_rate_predictability(queries: list[LabelledQuery], folds: int, seed: int
     `shape`: the six score-shape features; `coherence_m`: list coherence at that m (needs the
     queries' `coherence_tails`).
     """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import KFold, cross_val_predict
-
     columns = []
     if shape:
         columns.append(np.array([candidate_features(q.scores, len(q.scores)) for q in queries]))
     if coherence_m is not None:
         columns.append(np.array([[list_coherence(q.coherence_tails[coherence_m])] for q in queries]))
-    x = np.hstack(columns)
-    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
-    share = np.array([(q.labels.sum() + 0.5) / (len(q.labels) + 1.0) for q in queries])
-    target = np.log(share / (1 - share))
-    cv = KFold(folds, shuffle=True, random_state=seed)
-    pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), x, target, cv=cv)
-    return float(1 - np.mean((pred - target) ** 2) / target.var())
+    return prior_r2(np.hstack(columns), queries, folds, seed)
 
 
 LABELS.setdefault("adapter_session2", "calibrator, shape + list coherence, no rank term (session-2 default)")

@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.model_selection import KFold
 from tqdm import tqdm
 
-from benchmarks.calibration import DEFAULT_DATASET, dense_candidates, embed_dataset
+from benchmarks.calibration import DEFAULT_DATASET, dense_candidates, embed_dataset, logit_share, prior_r2
 from indexing.calibration.evaluation import (
     _folds,
     _log_loss,
@@ -35,11 +35,6 @@ from indexing.calibration.model import CalibratorConfig, LabelledQuery, QueryDep
 
 SEEDS = (0, 1, 2)
 Predictions = list[np.ndarray]
-
-
-def logit_share(q: LabelledQuery) -> float:
-    share = (q.labels.sum() + 0.5) / (len(q.labels) + 1.0)
-    return float(np.log(share / (1 - share)))
 
 
 def precision_at(preds: Predictions, queries: Sequence[LabelledQuery], recall: float) -> float:
@@ -187,16 +182,9 @@ def variants(queries: list[LabelledQuery], ranked: dict[str, np.ndarray]) -> Non
 
 
 # ----- 3. prior features ------------------------------------------------------------------------
-def r2(x: np.ndarray, t: np.ndarray) -> float:
-    """Cross-validated ridge R^2 (mean over the three splits) of `t` from the columns of `x`."""
-    x = np.asarray(x, dtype=np.float64).reshape(len(t), -1)
-    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
-    out = []
-    for seed in SEEDS:
-        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), x, t, cv=KFold(5, shuffle=True,
-                                                                                           random_state=seed))
-        out.append(1 - np.mean((pred - t) ** 2) / t.var())
-    return float(np.mean(out))
+def r2(x: np.ndarray, queries: list[LabelledQuery]) -> float:
+    """`prior_r2` averaged over the three splits."""
+    return float(np.mean([prior_r2(x, queries, 5, seed) for seed in SEEDS]))
 
 
 def _two_means_upper(s: np.ndarray) -> int:
@@ -214,7 +202,6 @@ def _change_point(s: np.ndarray) -> int:
 
 def prior_features(queries: list[LabelledQuery], ranked: dict[str, np.ndarray], doc_emb: np.ndarray,
                    query_emb: dict[str, np.ndarray]) -> None:
-    t = np.array([logit_share(q) for q in queries])
     coh10 = np.array([list_coherence(q.coherence_tails[10]) for q in queries])
     corpus_mean = doc_emb.mean(0)
     rng = np.random.default_rng(0)
@@ -248,10 +235,10 @@ def prior_features(queries: list[LabelledQuery], ranked: dict[str, np.ndarray], 
                 f[f"z-score of the rank-{k} score vs the {name}"] = float((q.scores[k - 1] - b.mean()) / b.std())
         for key, value in f.items():
             rows.setdefault(key, []).append(value)
-    print(f"\n| feature | R^2 alone | R^2 with list coherence m=10 ({r2(coh10, t):.3f} alone) |\n|---|---|---|")
+    print(f"\n| feature | R^2 alone | R^2 with list coherence m=10 ({r2(coh10, queries):.3f} alone) |\n|---|---|---|")
     for name, values in rows.items():
         x = np.array(values)
-        print(f"| {name} | {r2(x, t):.3f} | {r2(np.c_[x, coh10], t):.3f} |", flush=True)
+        print(f"| {name} | {r2(x, queries):.3f} | {r2(np.c_[x, coh10], queries):.3f} |", flush=True)
 
 
 def llm_head(queries: list[LabelledQuery], data, ranked_ids: dict[str, list[str]]) -> None:  # noqa: ANN001
@@ -268,12 +255,11 @@ def llm_head(queries: list[LabelledQuery], data, ranked_ids: dict[str, list[str]
     reranker = PointwiseReranker(load_causal_lm(DEFAULT_RERANK_LLM, device="cpu", dtype="float32"), engine="cache")
     judged = {q.query_id: np.array(reranker.score(text[q.query_id], [corpus[d] for d in ranked_ids[q.query_id][:20]]))
               for q in tqdm(queries, desc="LLM head", unit="query")}
-    t = np.array([logit_share(q) for q in queries])
     coh10 = np.array([list_coherence(q.coherence_tails[10]) for q in queries])
     print("\n| LLM P(yes) mean over the top k | R^2 alone | with list coherence m=10 |\n|---|---|---|")
     for k in (5, 10, 20):
         x = np.array([judged[q.query_id][:k].mean() for q in queries])
-        print(f"| k={k} | {r2(x, t):.3f} | {r2(np.c_[x, coh10], t):.3f} |")
+        print(f"| k={k} | {r2(x, queries):.3f} | {r2(np.c_[x, coh10], queries):.3f} |")
     aucs = [roc_auc_score(q.labels[:20], judged[q.query_id]) for q in queries if 0 < q.labels[:20].sum() < 20]
     print(f"within-query ROC-AUC of the LLM on the top 20: {np.mean(aucs):.3f}")
 
