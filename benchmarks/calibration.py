@@ -23,7 +23,7 @@ from indexing.calibration.evaluation import (
 from indexing.calibration.features import TOPIC_SIZES, candidate_features, coherence_tail, list_coherence, topic_centre
 from indexing.calibration.metrics import choose_threshold, filter_metrics
 from indexing.calibration.model import CalibratorConfig, LabelledQuery, rank_feature
-from indexing.calibration.report import LABELS, markdown_table, write_report
+from indexing.calibration.report import LABELS, gains, gains_table, markdown_table, write_report
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "msmarco-dl-5k"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -233,6 +233,8 @@ def main() -> None:
     diagnostics = [oracle_base_rate_report(queries, args.folds, args.seed, rank) for rank in (False, True)]
     table = markdown_table([*reports, *diagnostics])
     print(table)
+    gain_rows = gains(reports, [q.labels for q in queries])
+    print(gains_table(gain_rows))
     for r in reports:
         if r.chosen and any(r.chosen):
             print(f"{r.name}: chosen per outer fold: {r.chosen}")
@@ -273,7 +275,7 @@ def main() -> None:
         "spread_over_cv_splits": spread,
         "diagnostics": {d.name: d.metrics.as_dict() for d in diagnostics},
     }
-    paths = write_report(reports, [q.labels for q in queries], args.out, args.prefix, context)
+    paths = write_report(reports, [q.labels for q in queries], args.out, args.prefix, context, gain_rows)
     print("wrote", ", ".join(str(p) for p in paths.values()))
 
 

@@ -147,7 +147,7 @@ def _fit(
     from indexing.calibration.families import FAMILIES
     from indexing.calibration.features import TOPIC_SIZES
     from indexing.calibration.relevance import fit_calibration
-    from indexing.calibration.report import markdown_table, write_report
+    from indexing.calibration.report import gains, gains_table, markdown_table, write_report
     from indexing.calibration.serving import coherence_tails, topic_neighbour_scores
     from models.embedder import load_embedder
 
@@ -189,6 +189,8 @@ def _fit(
     )
     reports = [cross_validate(queries, m, folds, seed, target_precision, grid) for m in METHODS]
     typer.echo(markdown_table(reports))
+    gain_rows = gains(reports, [q.labels for q in queries])
+    typer.echo(gains_table(gain_rows))
     context = {
         "collection": coll.name,
         "model": coll.config.model,
@@ -198,7 +200,7 @@ def _fit(
         "seed": seed,
         "target_precision": target_precision,
     }
-    paths = write_report(reports, [q.labels for q in queries], report_dir, "report", context)
+    paths = write_report(reports, [q.labels for q in queries], report_dir, "report", context, gain_rows)
     typer.echo("report: " + ", ".join(str(p) for p in paths.values()))
     cv = {r.name: r.metrics.as_dict() for r in reports}
     return fit_calibration(

@@ -19,7 +19,13 @@ from indexing.calibration.evaluation import (
 )
 from indexing.calibration.families import FAMILIES, transform
 from indexing.calibration.features import TOPIC_SIZES, coherence_tail, list_coherence, topic_centre, topic_density
-from indexing.calibration.metrics import choose_threshold, expected_calibration_error, filter_metrics
+from indexing.calibration.metrics import (
+    choose_threshold,
+    expected_calibration_error,
+    filter_metrics,
+    gain_interval,
+    precision_at_recall,
+)
 from indexing.calibration.model import CalibratorConfig, LabelledQuery, QueryDependentCalibrator, rank_feature
 from indexing.calibration.relevance import CalibrationError, ModelMismatch, RelevanceCalibration, fit_calibration
 
@@ -200,6 +206,33 @@ def test_baselines_share_the_code_path(synthetic: tuple) -> None:
     top_k = reports["top_k"]
     kept = {int((p >= t).sum()) for p, t in zip(top_k.predictions, top_k.thresholds, strict=True)}
     assert len(kept) <= 4  # one k per outer fold
+
+
+def _noisy_lists(rng: np.random.Generator, n_queries: int, noise: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    labels = [(rng.uniform(size=30) < 0.4).astype(float) for _ in range(n_queries)]
+    return [y + noise * rng.standard_normal(30) for y in labels], labels
+
+
+def test_gain_interval_is_zero_for_the_same_scores_and_brackets_a_real_gain() -> None:
+    rng = np.random.default_rng(3)
+    sharp, labels = _noisy_lists(rng, 40, 0.3)
+    blurred = [y + 1.5 * rng.standard_normal(30) for y in labels]
+    same = gain_interval(sharp, sharp, labels, n_resamples=200)
+    assert (same.gain, same.low, same.high) == (0.0, 0.0, 0.0)
+    better = gain_interval(sharp, blurred, labels, n_resamples=300)
+    pooled = np.concatenate(labels)
+    expected = precision_at_recall(np.concatenate(sharp), pooled, 0.8) - precision_at_recall(
+        np.concatenate(blurred), pooled, 0.8
+    )
+    assert better.gain == pytest.approx(expected)
+    assert 0.0 < better.low <= better.gain <= better.high
+    auc = gain_interval(blurred, sharp, labels, metric="roc_auc", n_resamples=200)
+    assert auc.high < 0.0  # the blurred scores lose, and the interval says so
+    # Fewer queries: the same gain is known less precisely.
+    few = gain_interval(sharp[:8], blurred[:8], labels[:8], n_resamples=300)
+    assert few.high - few.low > better.high - better.low
+    with pytest.raises(ValueError, match="one entry per query"):
+        gain_interval(sharp, blurred[:-1], labels)
 
 
 # ----- topic density: a corpus statistic, computed the same way when fitting and when serving -----

@@ -115,6 +115,12 @@ def test_fit_export_apply_and_refuse_other_model(tmp_path: Path, beir_dir: Path,
         assert method in result.output
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert set(report["methods"]) == {"top_k", "cosine_cutoff", "platt", "adapter"}
+    # The calibrator's gain over each baseline, with the query-bootstrap interval around it.
+    assert set(report["gains"]) == {"top_k", "cosine_cutoff", "platt"}
+    for rows in report["gains"].values():
+        assert [g["metric"] for g in rows] == ["precision_at_recall_80", "roc_auc"]
+        assert all(g["low"] <= g["high"] and g["n_queries"] == report["queries"] for g in rows)
+    assert "90% interval" in (tmp_path / "rep" / "report.md").read_text()
     assert (tmp_path / "rep" / "report_reliability.png").stat().st_size > 1000
     assert (tmp_path / "rep" / "report_pr.png").stat().st_size > 1000
 

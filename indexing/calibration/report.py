@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from indexing.calibration.evaluation import MethodReport
-from indexing.calibration.metrics import ECE_BINS, precision_recall_curve, reliability_curve
+from indexing.calibration.metrics import (
+    ECE_BINS,
+    GAIN_METRICS,
+    GainInterval,
+    gain_interval,
+    precision_recall_curve,
+    reliability_curve,
+)
 
 LABELS = {
     "top_k": "fixed top-k",
@@ -41,9 +48,48 @@ def markdown_table(reports: Sequence[MethodReport]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def report_dict(reports: Sequence[MethodReport], context: dict[str, Any]) -> dict[str, Any]:
+def gains(
+    reports: Sequence[MethodReport], labels: Sequence[np.ndarray], method: str = "adapter", n_resamples: int = 1000
+) -> dict[str, list[GainInterval]]:
+    """Baseline name -> the gain of `method` over it on each of GAIN_METRICS, with query-bootstrap intervals."""
+    chosen = next((r for r in reports if r.name == method), None)
+    if chosen is None:
+        return {}
+    return {
+        r.name: [gain_interval(chosen.predictions, r.predictions, labels, m, n_resamples) for m in GAIN_METRICS]
+        for r in reports
+        if r.name != method and not r.name.startswith(method)
+    }
+
+
+def gains_table(table: dict[str, list[GainInterval]], method: str = "adapter") -> str:
+    """Markdown: the gain over each baseline and its interval (empty without the method)."""
+    if not table:
+        return ""
+    first = next(iter(table.values()))
+    level = f"{100 * first[0].level:.0f}%"
+    head = "| " + LABELS.get(method, method) + " vs | " + " | ".join(
+        f"gain in {g.metric} | {level} interval" for g in first
+    ) + " |\n|---|" + "---|---|" * len(first) + "\n"
+    rows = [
+        f"| {LABELS.get(name, name)} | "
+        + " | ".join(f"{g.gain:+.3f} | [{g.low:+.3f}, {g.high:+.3f}]" for g in row)
+        + " |"
+        for name, row in table.items()
+    ]
+    note = (
+        f"\nIntervals: paired bootstrap over the {first[0].n_queries} queries ({first[0].n_resamples} resamples) "
+        "of the held-out scores: how much the choice of labelled queries moves the gain.\n"
+    )
+    return head + "\n".join(rows) + "\n" + note
+
+
+def report_dict(
+    reports: Sequence[MethodReport], context: dict[str, Any], gain_rows: dict[str, list[GainInterval]] | None = None
+) -> dict[str, Any]:
     return {
         **context,
+        "gains": {name: [g.as_dict() for g in row] for name, row in (gain_rows or {}).items()},
         "ece_binning": f"{ECE_BINS} equal-width bins on [0, 1], weighted by pair count",
         "methods": {
             r.name: {"label": LABELS.get(r.name, r.name), **r.metrics.as_dict(), "chosen_per_fold": r.chosen}
@@ -106,8 +152,12 @@ def write_report(
     out_dir: Path,
     prefix: str,
     context: dict[str, Any],
+    gain_rows: dict[str, list[GainInterval]] | None = None,
 ) -> dict[str, Path]:
-    """Write `<prefix>.json`, `<prefix>.md`, `<prefix>_reliability.png`, `<prefix>_pr.png`."""
+    """Write `<prefix>.json`, `<prefix>.md`, `<prefix>_reliability.png`, `<prefix>_pr.png`.
+
+    `gain_rows`: `gains(reports, labels)` when the caller already computed them.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out_dir / f"{prefix}.json",
@@ -115,8 +165,9 @@ def write_report(
         "reliability": out_dir / f"{prefix}_reliability.png",
         "precision_recall": out_dir / f"{prefix}_pr.png",
     }
-    paths["json"].write_text(json.dumps(report_dict(reports, context), indent=2))
-    paths["markdown"].write_text(markdown_table(reports))
+    gain_rows = gains(reports, labels) if gain_rows is None else gain_rows
+    paths["json"].write_text(json.dumps(report_dict(reports, context, gain_rows), indent=2))
+    paths["markdown"].write_text(markdown_table(reports) + "\n" + gains_table(gain_rows))
     plot_reliability(reports, labels, paths["reliability"])
     plot_precision_recall(reports, labels, paths["precision_recall"])
     return paths
