@@ -6,7 +6,9 @@ inner CV as in `benchmarks.calibration`):
    cutoff, and held-out precision/recall/Null% at a 0.8 precision target;
 2. P@R0.8 of the variants tried and not shipped;
 3. cross-validated R^2 of the per-query logit share relevant from other label-free list features;
-4. with --llm: the shipped LLM's pointwise judgement of each query's head as such a feature (slow).
+4. with --llm: the shipped LLM's pointwise judgement of each query's head as such a feature (slow);
+5. lexical prior features: how much of the query's wording the candidate list still contains.
+`--sections 5` runs only the listed sections.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -264,10 +267,59 @@ def llm_head(queries: list[LabelledQuery], data, ranked_ids: dict[str, list[str]
     print(f"within-query ROC-AUC of the LLM on the top 20: {np.mean(aucs):.3f}")
 
 
+# ----- 5. lexical prior features -----------------------------------------------------------------
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def lexical_features(queries: list[LabelledQuery], ranked_ids: dict[str, list[str]]) -> None:
+    """A prior signal of another kind than the embeddings: the query's own words in its list.
+
+    A query whose topic the collection covers broadly should keep its terms far down its dense
+    list. Term weights are the collection's IDF (no stopword list, no constant); coverage of a
+    passage is the IDF share of the query's terms it contains.
+    """
+    with open(DEFAULT_DATASET / "corpus.jsonl", encoding="utf-8") as fh:
+        words = {str(d["_id"]): _words(d.get("title", "") + " " + d["text"]) for d in map(json.loads, fh)}
+    with open(DEFAULT_DATASET / "queries.jsonl", encoding="utf-8") as fh:
+        query_words = {str(d["_id"]): sorted(_words(d["text"])) for d in map(json.loads, fh)}
+    df: dict[str, int] = {}
+    for ws in words.values():
+        for w in ws:
+            df[w] = df.get(w, 0) + 1
+    rows: dict[str, list[float]] = {}
+    for q in queries:
+        terms = query_words[q.query_id]
+        idf = np.array([np.log((len(words) + 1) / (df.get(t, 0) + 0.5)) for t in terms])
+        has = np.array([[t in words[d] for t in terms] for d in ranked_ids[q.query_id]], dtype=np.float64)
+        coverage = has @ idf / idf.sum()
+        half = len(coverage) // 2
+        f = {
+            "IDF-weighted term coverage of the lower half": coverage[half:].mean(),
+            "IDF-weighted term coverage of the whole list": coverage.mean(),
+            "IDF-weighted term coverage of the top 10": coverage[:10].mean(),
+            "lower half minus top 10": coverage[half:].mean() - coverage[:10].mean(),
+            "unweighted term coverage of the lower half": has[half:].mean(),
+            "query terms": float(len(terms)),
+            "max IDF of the query terms": idf.max(),
+            "mean IDF of the query terms": idf.mean(),
+        }
+        for key, value in f.items():
+            rows.setdefault(key, []).append(float(value))
+    coh10 = np.array([list_coherence(q.coherence_tails[10]) for q in queries])
+    print(f"\n| lexical feature | R^2 alone | R^2 with list coherence m=10 ({r2(coh10, queries):.3f} alone) |")
+    print("|---|---|---|")
+    for name, values in rows.items():
+        x = np.array(values)
+        print(f"| {name} | {r2(x, queries):.3f} | {r2(np.c_[x, coh10], queries):.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--llm", action="store_true", help="Also score each query's top 20 with the shipped LLM.")
+    parser.add_argument("--sections", default="1,2,3,5", help="Which sections to run (comma list; 4 is --llm).")
     args = parser.parse_args()
+    sections = {int(v) for v in args.sections.split(",") if v.strip()} | ({4} if args.llm else set())
     data = embed_dataset(DEFAULT_DATASET.resolve())
     queries, _ = dense_candidates(data)
     scores = data.query_emb @ data.doc_emb.T
@@ -275,12 +327,18 @@ def main() -> None:
     order = {q.query_id: np.argsort(-scores[row_of[q.query_id]], kind="stable")[: len(q.scores)] for q in queries}
     ranked = {qid: data.doc_emb[top].astype(np.float64) for qid, top in order.items()}
     assert all(np.allclose(q.coherence_tails[10], coherence_tail(ranked[q.query_id], 10)) for q in queries)
-    recall_levels(queries)
-    variants(queries, ranked)
-    query_emb = {qid: data.query_emb[row_of[qid]].astype(np.float64) for qid in order}
-    prior_features(queries, ranked, data.doc_emb.astype(np.float64), query_emb)
-    if args.llm:
-        llm_head(queries, data, {qid: [data.doc_ids[j] for j in top] for qid, top in order.items()})
+    ranked_ids = {qid: [data.doc_ids[j] for j in top] for qid, top in order.items()}
+    if 1 in sections:
+        recall_levels(queries)
+    if 2 in sections:
+        variants(queries, ranked)
+    if 3 in sections:
+        query_emb = {qid: data.query_emb[row_of[qid]].astype(np.float64) for qid in order}
+        prior_features(queries, ranked, data.doc_emb.astype(np.float64), query_emb)
+    if 4 in sections:
+        llm_head(queries, data, ranked_ids)
+    if 5 in sections:
+        lexical_features(queries, ranked_ids)
 
 
 if __name__ == "__main__":
