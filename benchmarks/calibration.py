@@ -46,14 +46,19 @@ def _read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def embed_dataset(dataset: Path, model_name: str = DEFAULT_MODEL, cache_dir: Path = CACHE_DIR) -> EmbeddedDataset:
-    """Embed corpus and queries once; reuse the cached arrays (keyed by model and file contents)."""
-    corpus = _read_jsonl(dataset / "corpus.jsonl")
+def embed_dataset(
+    dataset: Path, model_name: str = DEFAULT_MODEL, cache_dir: Path = CACHE_DIR, corpus_file: str = "corpus.jsonl"
+) -> EmbeddedDataset:
+    """Embed corpus and queries once; reuse the cached arrays (keyed by model and file contents).
+
+    Passage ids are BEIR's `_id`, else `id` (the demo corpus's field).
+    """
+    corpus = _read_jsonl(dataset / corpus_file)
     queries = _read_jsonl(dataset / "queries.jsonl")
     qrels = read_qrels(dataset / "qrels" / "test.tsv")
     digest = hashlib.sha1()
     digest.update(model_name.encode())
-    for name in ("corpus.jsonl", "queries.jsonl"):
+    for name in (corpus_file, "queries.jsonl"):
         digest.update((dataset / name).read_bytes())
     cache = cache_dir / f"embeddings-{digest.hexdigest()[:16]}.npz"
     if cache.exists():
@@ -69,7 +74,7 @@ def embed_dataset(dataset: Path, model_name: str = DEFAULT_MODEL, cache_dir: Pat
     texts = [(d.get("title", "") + " " + d["text"]).strip() for d in corpus]
     doc_emb = model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
     query_emb = model.encode([q["text"] for q in queries], batch_size=32, normalize_embeddings=True)
-    doc_ids = [str(d["_id"]) for d in corpus]
+    doc_ids = [str(d.get("_id", d.get("id"))) for d in corpus]
     query_ids = [str(q["_id"]) for q in queries]
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(
@@ -83,18 +88,19 @@ def embed_dataset(dataset: Path, model_name: str = DEFAULT_MODEL, cache_dir: Pat
 
 
 def dense_candidates(
-    data: EmbeddedDataset, depth: int = 100, min_grade: int = 2
+    data: EmbeddedDataset, depth: int = 100, min_grade: int = 2, keep_empty: bool = False
 ) -> tuple[list[LabelledQuery], np.ndarray]:
     """Exact-cosine top-`depth` candidates of every judged query, plus unjudged query embeddings.
 
     Each query also gets its topic neighbours for every m in TOPIC_SIZES: the top-`depth` corpus
     scores of the centre of its top-m candidates (what serving gets from one more index search).
+    `keep_empty`: as `labelled_queries` (a corpus judged in full).
     """
     scores = data.query_emb @ data.doc_emb.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
     ids = [[data.doc_ids[j] for j in row] for row in top]
     cand_scores = [scores[i, row] for i, row in enumerate(top)]
-    queries = labelled_queries(data.query_ids, data.query_emb, ids, cand_scores, data.qrels, min_grade)
+    queries = labelled_queries(data.query_ids, data.query_emb, ids, cand_scores, data.qrels, min_grade, keep_empty)
     row_of = {qid: i for i, qid in enumerate(data.query_ids)}
     for q in queries:
         ranked = data.doc_emb[top[row_of[q.query_id]]]

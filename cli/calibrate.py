@@ -29,6 +29,10 @@ def calibrate(
     apply: Path = typer.Option(
         None, "--apply", exists=True, dir_okay=False, help="Install a calibration file on the collection."
     ),
+    shipped: bool = typer.Option(
+        False, "--shipped", help="Install the calibration rrs ships for the collection's embedding model "
+        "(fitted on MS MARCO; for collections without labels of their own)."
+    ),
     min_grade: int = typer.Option(2, help="Smallest qrels grade counted as relevant."),
     depth: int = typer.Option(100, min=2, help="Candidates per query (the calibrator's top-n)."),
     folds: int = typer.Option(5, min=2, help="Query-grouped cross-validation folds."),
@@ -56,22 +60,24 @@ def calibrate(
         "more precise at low recall on MS MARCO, but more queries left empty at a strict threshold).",
     ),
 ) -> None:
-    """Fit (with --dataset), install (--apply) or export (--export) a collection's relevance calibration.
+    """Fit (--dataset), install (--apply FILE or --shipped) or export (--export) a collection's calibration.
 
     A running server picks a new calibration up with POST /v1/collections/NAME/reload.
     """
     from indexing.calibration.relevance import CalibrationError
     from indexing.calibration.serving import install_calibration, stored_calibration
+    from indexing.calibration.shipped import shipped_calibration
     from indexing.collection import Collection, validate_name
     from indexing.errors import IndexingError
     from indexing.snapshot import SnapshotError
     from service.settings import Settings
 
-    if (dataset is None) == (apply is None) and export is None:
-        typer.echo("error: give --dataset (fit), --apply FILE (install) or --export FILE", err=True)
+    sources = [flag for flag, given in (("--dataset", dataset), ("--apply", apply), ("--shipped", shipped)) if given]
+    if not sources and export is None:
+        typer.echo("error: give --dataset (fit), --apply FILE or --shipped (install) or --export FILE", err=True)
         raise typer.Exit(2)
-    if dataset is not None and apply is not None:
-        typer.echo("error: --dataset fits a new calibration; --apply installs one: choose one", err=True)
+    if len(sources) > 1:
+        typer.echo(f"error: {' and '.join(sources)} each set the calibration: choose one", err=True)
         raise typer.Exit(2)
     try:
         folder = Path(data_dir or Settings().data_dir) / "collections" / validate_name(collection)
@@ -85,6 +91,15 @@ def calibrate(
         if apply is not None:
             calibration = install_calibration(coll, json.loads(apply.read_text()))
             typer.echo(f"{collection}: installed the calibration from {apply} (threshold {calibration.threshold:.3f})")
+        elif shipped:
+            data = shipped_calibration(coll.config.model, coll.config.dim)
+            if data is None:
+                raise CalibrationError(
+                    f"calibration: rrs ships none for embedding model {coll.config.model!r} ({coll.config.dim}-d); "
+                    "fit one with --dataset"
+                )
+            calibration = install_calibration(coll, data)
+            typer.echo(f"{collection}: installed the shipped calibration (threshold {calibration.threshold:.3f})")
         elif dataset is not None:
             calibration = _fit(
                 coll,

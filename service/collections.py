@@ -19,7 +19,8 @@ import anyio
 import faiss
 import numpy as np
 
-from indexing.calibration.serving import attach_stored_calibration
+from indexing.calibration.serving import attach_stored_calibration, install_calibration
+from indexing.calibration.shipped import shipped_calibration
 from indexing.collection import Collection, CollectionCatalog, CollectionConfig, Hit, SearchResult
 from indexing.errors import (
     CollectionExists,
@@ -115,6 +116,11 @@ class CollectionService:
         docs = [DocumentIn(id=r["id"], text=r["text"], metadata=r.get("metadata", {})) for r in rows]
         await self.upsert(self.settings.demo_collection_name, docs)
         log.info("indexed the demo collection %r (%d documents)", self.settings.demo_collection_name, len(docs))
+        shipped = shipped_calibration(self.embedding.model_name, self.embedding.dim)
+        if self.settings.demo_calibration and shipped is not None:
+            coll = self.collection(self.settings.demo_collection_name)
+            calibration = await self._in_worker(install_calibration, coll, shipped)
+            log.info("demo collection: shipped calibration installed (min_relevance %.3f)", calibration.threshold)
 
     # ---- collections ----
     async def create(self, config: CollectionConfig) -> dict[str, Any]:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # collections
     data_dir: Path = Path("var/rrs")
     demo_collection: bool = True
+    demo_calibration: bool = Field(
+        True, description="Install the calibration rrs ships for the embedding model (if any) on a new demo "
+        "collection, so its hits carry `relevance` and cut at the shipped threshold."
+    )
     max_top_k: int = Field(1000, ge=1)
     max_documents_per_upsert: int = Field(4096, ge=1)
     snapshot_every: int = Field(1000, ge=1, description="Write an index snapshot after this many changes.")

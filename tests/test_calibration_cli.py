@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from indexing.batch import index_file
 from indexing.calibration.schema import SCHEMA_VERSION
+from indexing.calibration.shipped import shipped_calibration
 from indexing.collection import Collection, CollectionConfig
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -140,3 +141,21 @@ def test_fit_export_apply_and_refuse_other_model(tmp_path: Path, beir_dir: Path,
     assert "fitted for embedding model" in result.output and "bge-small" in result.output
     manifest = json.loads((data / "collections" / "other" / "manifest.json").read_text())
     assert manifest.get("calibration") is None
+
+
+def test_shipped_calibration_installs_for_its_model_only(tmp_path: Path, beir_dir: Path, embedder) -> None:
+    data = tmp_path / "data"
+    index_file(data, "plain", beir_dir / "corpus.jsonl", embedder, model_name=MODEL, progress=False)
+    Collection.create(data / "collections" / "other", CollectionConfig("other", "BAAI/bge-small-en-v1.5", 384)).close()
+    runner = CliRunner()
+    result = runner.invoke(app, ["calibrate", "-c", "plain", "--shipped", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((data / "collections" / "plain" / "manifest.json").read_text())
+    assert manifest["calibration"] == shipped_calibration(MODEL, 384)
+
+    result = runner.invoke(app, ["calibrate", "-c", "other", "--shipped", "--data-dir", str(data)])
+    assert result.exit_code == 2 and "ships none for embedding model 'BAAI/bge-small-en-v1.5'" in result.output
+    result = runner.invoke(
+        app, ["calibrate", "-c", "plain", "--shipped", "--dataset", str(beir_dir), "--data-dir", str(data)]
+    )
+    assert result.exit_code == 2 and "--dataset and --shipped" in result.output

@@ -28,12 +28,17 @@ def labelled_queries(
     candidate_scores: Sequence[np.ndarray],
     qrels: dict[str, dict[str, int]],
     min_grade: int = 2,
+    keep_empty: bool = False,
 ) -> list[LabelledQuery]:
-    """Queries with at least one relevant judgment; unjudged candidates count as not relevant."""
+    """Queries with at least one relevant judgment; unjudged candidates count as not relevant.
+
+    `keep_empty`: also keep queries with none (all labels 0), for a collection judged in full, where
+    a query without a relevant passage is one the filter should answer with an empty list.
+    """
     out = []
     for qid, emb, ids, scores in zip(query_ids, query_embeddings, candidate_ids, candidate_scores, strict=True):
         judged = qrels.get(str(qid), {})
-        if not any(g >= min_grade for g in judged.values()):
+        if not keep_empty and not any(g >= min_grade for g in judged.values()):
             continue
         labels = np.array([1.0 if judged.get(str(d), 0) >= min_grade else 0.0 for d in ids])
         out.append(LabelledQuery(str(qid), np.asarray(emb, np.float32), np.asarray(scores, np.float64), labels))

@@ -1,0 +1,56 @@
+"""The demo collection `make serve` starts with: indexed at startup and calibrated with the shipped fit."""
+
+from __future__ import annotations
+
+from indexing.calibration.relevance import RelevanceCalibration
+from indexing.calibration.shipped import shipped_calibration
+from service.settings import Settings
+
+
+def _search(client, query: str, **body) -> dict:
+    r = client.post("/v1/collections/demo/search", json={"query": query, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_the_shipped_calibration_is_for_the_default_embedding_model() -> None:
+    settings = Settings()
+    payload = shipped_calibration(settings.embed_model, 384)
+    assert payload is not None
+    calibration = RelevanceCalibration.from_dict(payload)  # validates the whole payload
+    assert calibration.topic_feature == "coherence" and 0 < calibration.threshold < 1
+    assert shipped_calibration(settings.embed_model, 768) is None
+    assert shipped_calibration("BAAI/bge-small-en-v1.5", 384) is None
+
+
+def test_demo_search_carries_calibrated_relevance_and_cuts_at_the_shipped_threshold(server_factory) -> None:
+    server = server_factory(env={"RRS_DEMO_COLLECTION": "true"})
+    with server.client() as client:
+        stored = client.get("/v1/collections/demo/calibration")
+        shipped = shipped_calibration(Settings().embed_model, 384)
+        assert stored.status_code == 200 and {k: stored.json()[k] for k in shipped} == shipped
+        threshold = stored.json()["threshold"]
+
+        # The one passage that answers is kept; the rest of the top 3 falls below min_relevance.
+        found = _search(client, "how far does light travel in a year", top_k=3)
+        assert [h["id"] for h in found["hits"]] == ["astronomy-02"]
+        assert found["hits"][0]["relevance"] > threshold and found["min_relevance"] == threshold
+        assert found["relevance_filtered"] == 2
+
+        # Nothing in the demo answers this: an empty list is the right answer.
+        none = _search(client, "who won the 2018 world cup", top_k=5)
+        assert none["hits"] == [] and none["relevance_filtered"] == 5
+
+        # min_relevance 0 keeps the whole page; relevance falls with the score within the query.
+        page = _search(client, "how far does light travel in a year", top_k=5, min_relevance=0)
+        relevance = [h["relevance"] for h in page["hits"]]
+        assert len(relevance) == 5 and relevance == sorted(relevance, reverse=True)
+        assert relevance[0] > 0.5 > relevance[1]
+
+
+def test_demo_without_the_shipped_calibration(server_factory) -> None:
+    server = server_factory(env={"RRS_DEMO_COLLECTION": "true", "RRS_DEMO_CALIBRATION": "false"})
+    with server.client() as client:
+        found = _search(client, "how far does light travel in a year", top_k=3)
+        assert len(found["hits"]) == 3 and all(h["relevance"] is None for h in found["hits"])
+        assert client.get("/v1/collections/demo/calibration").status_code == 404
