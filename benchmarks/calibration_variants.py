@@ -7,8 +7,9 @@ inner CV as in `benchmarks.calibration`):
 2. P@R0.8 of the variants tried and not shipped;
 3. cross-validated R^2 of the per-query logit share relevant from other label-free list features;
 4. with --llm: the shipped LLM's pointwise judgement of each query's head as such a feature (slow);
-5. lexical prior features: how much of the query's wording the candidate list still contains.
-`--sections 5` runs only the listed sections.
+5. lexical prior features: how much of the query's wording the candidate list still contains;
+6. where the default goes wrong at recall 0.8: per query, what it keeps and the grades of its top-n.
+`--sections 5,6` runs only the listed sections.
 """
 
 from __future__ import annotations
@@ -314,10 +315,41 @@ def lexical_features(queries: list[LabelledQuery], ranked_ids: dict[str, list[st
         print(f"| {name} | {r2(x, queries):.3f} | {r2(np.c_[x, coh10], queries):.3f} |", flush=True)
 
 
+# ----- 6. the errors at recall 0.8 ---------------------------------------------------------------
+def errors_at_recall(queries: list[LabelledQuery], ranked_ids: dict[str, list[str]], recall: float = 0.8) -> None:
+    """Per query: pairs kept and relevant ones at the pooled threshold of `recall`, and the grades it cut through."""
+    from indexing.calibration.dataset import read_qrels
+
+    qrels = read_qrels(DEFAULT_DATASET / "qrels" / "test.tsv")
+    with open(DEFAULT_DATASET / "queries.jsonl", encoding="utf-8") as fh:
+        text = {str(d["_id"]): d["text"] for d in map(json.loads, fh)}
+    preds = cross_validate(queries, "adapter", 5, 0, None, coherence_grid()).predictions
+    prec, rec, thresholds = precision_recall_curve(np.concatenate(preds), np.concatenate([q.labels for q in queries]))
+    ok = np.flatnonzero(rec >= recall)
+    threshold = thresholds[ok[np.argmax(prec[ok])]]
+    print(f"\nDefault calibrator, split 0, pooled threshold {threshold:.3f} (recall {recall}), by share relevant")
+    print("| query | grade >= 2 / 1 / unjudged in the top-n | kept | of them grade >= 2 | list coherence m=10 |")
+    print("|---|---|---|---|---|")
+    for q, p in sorted(zip(queries, preds, strict=True), key=lambda qp: -qp[0].labels.sum()):
+        grades = [qrels.get(q.query_id, {}).get(d) for d in ranked_ids[q.query_id]]
+        counts = (sum(g is not None and g >= 2 for g in grades), grades.count(1), grades.count(None))
+        kept = p >= threshold
+        print(f"| {text[q.query_id][:48]} | {' / '.join(map(str, counts))} | {int(kept.sum())} "
+              f"| {int(q.labels[kept].sum())} | {list_coherence(q.coherence_tails[10]):.3f} |")
+    coh10 = np.array([list_coherence(q.coherence_tails[10]) for q in queries])
+    on_topic = [
+        LabelledQuery(q.query_id, q.embedding, q.scores,
+                      np.array([float(qrels.get(q.query_id, {}).get(d, 0) >= 1) for d in ranked_ids[q.query_id]]))
+        for q in queries
+    ]
+    print(f"\nList coherence m=10 predicts the logit share of the top-n judged on the topic (grade >= 1) with "
+          f"R^2 {r2(coh10, on_topic):.3f}, the share relevant (grade >= 2) with {r2(coh10, queries):.3f}.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--llm", action="store_true", help="Also score each query's top 20 with the shipped LLM.")
-    parser.add_argument("--sections", default="1,2,3,5", help="Which sections to run (comma list; 4 is --llm).")
+    parser.add_argument("--sections", default="1,2,3,5,6", help="Which sections to run (comma list; 4 is --llm).")
     args = parser.parse_args()
     sections = {int(v) for v in args.sections.split(",") if v.strip()} | ({4} if args.llm else set())
     data = embed_dataset(DEFAULT_DATASET.resolve())
@@ -339,6 +371,8 @@ def main() -> None:
         llm_head(queries, data, ranked_ids)
     if 5 in sections:
         lexical_features(queries, ranked_ids)
+    if 6 in sections:
+        errors_at_recall(queries, ranked_ids)
 
 
 if __name__ == "__main__":
