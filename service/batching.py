@@ -7,6 +7,10 @@ tokens are also faster per token than large batches (cache-resident activations)
 
 Admission is bounded: a full queue refuses at once (503 + Retry-After) instead of growing. Work
 whose client went away or whose deadline passed is dropped before inference. The event loop never runs model code.
+
+Two lanes: bulk work (collection upserts: thousands of passages in one request) queues behind
+interactive work (queries), and a bulk round stops between runs to serve queries that arrived
+meanwhile, so indexing does not add its whole length to a search's latency.
 """
 
 from __future__ import annotations
@@ -104,7 +108,8 @@ class TokenBudgetBatcher(Generic[T]):
         self.max_queue = max_queue
         self.linger_s = linger_s
         self.stall_timeout_s = stall_timeout_s
-        self._pending: deque[_Job[T]] = deque()
+        self._pending: deque[_Job[T]] = deque()  # interactive lane
+        self._bulk: deque[_Job[T]] = deque()
         self._cond = threading.Condition()
         self._stop = False
         self._busy_since: float | None = None
@@ -131,24 +136,27 @@ class TokenBudgetBatcher(Generic[T]):
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._bulk)
 
     # -- admission ----------------------------------------------------------------------------
     async def submit(self, items: Sequence[T], deadline: float,
-                     is_disconnected: Callable[[], object] | None = None) -> BatchResult:
-        """Queue `items`; resolve with their rows in input order. `deadline` is time.monotonic()."""
+                     is_disconnected: Callable[[], object] | None = None, bulk: bool = False) -> BatchResult:
+        """Queue `items`; resolve with their rows in input order. `deadline` is time.monotonic().
+
+        `bulk`: the low-priority lane (interactive jobs go first, and interrupt a bulk round between runs).
+        """
         if self._stop or not self._thread.is_alive():
             raise ServiceUnavailable(f"the {self.name} worker is not running")
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(items=items, future=loop.create_future(), loop=loop, deadline=deadline,
                             remaining=len(items))
         with self._cond:
-            if len(self._pending) >= self.max_queue:
+            if self.depth >= self.max_queue:
                 self._metrics.rejected.labels(self.name).inc()
                 raise Overloaded(f"the {self.name} queue is full ({self.max_queue} requests); retry later",
                                  retry_after=1.0)
-            self._pending.append(job)
-            self._metrics.queue_depth.labels(self.name).set(len(self._pending))
+            (self._bulk if bulk else self._pending).append(job)
+            self._metrics.queue_depth.labels(self.name).set(self.depth)
             self._cond.notify()
         try:
             return await self._wait(job, is_disconnected)
@@ -168,36 +176,43 @@ class TokenBudgetBatcher(Generic[T]):
                 raise DeadlineExceeded("request deadline passed before the result was ready")
 
     # -- worker -------------------------------------------------------------------------------
-    def _take(self) -> list[_Job[T]]:
-        """Pop FIFO jobs up to a few batches' worth of tokens (fair to late small requests)."""
+    def _take(self, lane: deque[_Job[T]] | None = None) -> list[_Job[T]]:
+        """Pop FIFO jobs up to a few batches' worth of tokens (fair to late small requests).
+
+        From `lane`, else from the interactive lane when it has work, else from the bulk lane.
+        """
+        queue = lane if lane is not None else (self._pending if self._pending else self._bulk)
         taken: list[_Job[T]] = []
         tokens = rows = 0
-        while self._pending and (not taken or (tokens < 4 * self.max_batch_tokens
-                                               and rows < 4 * self.max_batch_size)):
-            job = self._pending.popleft()
+        while queue and (not taken or (tokens < 4 * self.max_batch_tokens and rows < 4 * self.max_batch_size)):
+            job = queue.popleft()
             taken.append(job)
             rows += len(job.items)
             tokens += sum(len(it) for it in job.items)
-        self._metrics.queue_depth.labels(self.name).set(len(self._pending))
+        self._metrics.queue_depth.labels(self.name).set(self.depth)
         return taken
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._stop:
+                while not self.depth and not self._stop:
                     self._cond.wait()
-                if self._stop and not self._pending:
+                if self._stop and not self.depth:
                     return
                 if self.linger_s > 0 and sum(len(j.items) for j in self._pending) < self.max_batch_size:
                     self._cond.wait(self.linger_s)
+                bulk = not self._pending
                 jobs = self._take()
-            try:
-                self._process(jobs)
-            except Exception as exc:  # keep serving: fail only the jobs of this round
-                log.exception("%s batch failed", self.name)
-                for job in jobs:
-                    if not job.future.done():
-                        job.finish(error=exc)
+            self._process_safely(jobs, yield_to_interactive=bulk)
+
+    def _process_safely(self, jobs: list[_Job[T]], yield_to_interactive: bool = False) -> None:
+        try:
+            self._process(jobs, yield_to_interactive)
+        except Exception as exc:  # keep serving: fail only the jobs of this round
+            log.exception("%s batch failed", self.name)
+            for job in jobs:
+                if not job.future.done():
+                    job.finish(error=exc)
 
     def _live(self, job: _Job[T], now: float) -> bool:
         if job.cancelled:
@@ -208,15 +223,26 @@ class TokenBudgetBatcher(Generic[T]):
             return False
         return True
 
-    def _process(self, jobs: list[_Job[T]]) -> None:
+    def _process(self, jobs: list[_Job[T]], yield_to_interactive: bool = False) -> None:
         now = time.monotonic()
         jobs = [j for j in jobs if self._live(j, now)]
         entries = sorted(((len(it), ji, ii) for ji, j in enumerate(jobs) for ii, it in enumerate(j.items)))
         runs = padded_runs([e[0] for e in entries], self.max_batch_size, self.max_batch_tokens, self.max_padding_ratio)
         for start, end, width in runs:
+            if yield_to_interactive and self._pending:
+                self._serve_interactive()
             chunk = [e for e in entries[start:end] if not jobs[e[1]].cancelled]
             if chunk:
                 self._run_chunk(jobs, chunk, width)
+
+    def _serve_interactive(self) -> None:
+        """Between two runs of a bulk round: everything the interactive lane holds now, to completion."""
+        while True:
+            with self._cond:
+                jobs = self._take(self._pending)
+            if not jobs:
+                return
+            self._process_safely(jobs)
 
     def _run_chunk(self, jobs: list[_Job[T]], chunk: list[tuple[int, int, int]], width: int) -> None:
         t0 = time.monotonic()

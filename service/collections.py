@@ -189,7 +189,7 @@ class CollectionService:
             for start in range(0, len(to_embed), step):
                 rows = to_embed[start : start + step]
                 result = await self.embedding.embed(
-                    [documents[i].text for i in rows], input_type="document", use_cache=False
+                    [documents[i].text for i in rows], input_type="document", use_cache=False, bulk=True
                 )
                 out[rows] = result.vectors
         return out

@@ -127,7 +127,8 @@ class EmbeddingService:
                     dimensions: int | None = None, truncate: Truncate = "end",
                     timings: StageTimings | None = None,
                     is_disconnected: Callable[[], Awaitable[bool]] | None = None,
-                    use_cache: bool = True) -> EmbedResult:
+                    use_cache: bool = True, bulk: bool = False) -> EmbedResult:
+        """`bulk`: the batcher's low-priority lane (collection upserts), which queries overtake."""
         self.check_model(model)
         self.check_dimensions(dimensions)
         if not texts:
@@ -168,7 +169,7 @@ class EmbeddingService:
             tok_s = time.perf_counter() - t0
             timings.add("tokenize", tok_s)
             self.metrics.stage.labels("tokenize").observe(tok_s)
-            result = await self.batcher.submit(toks, deadline, is_disconnected)
+            result = await self.batcher.submit(toks, deadline, is_disconnected, bulk=bulk)
             timings.add("queue", result.queue_s)
             timings.add("inference", result.inference_s)
             self.metrics.stage.labels("queue").observe(result.queue_s)

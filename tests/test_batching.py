@@ -159,3 +159,49 @@ def test_without_a_padding_ratio_the_token_budget_alone_packs_the_round():
     asyncio.run(main())
     b.stop()
     assert len(rec.batches) == 1
+
+
+def test_a_query_overtakes_a_bulk_round_between_its_runs():
+    rec = Recorder(delay=0.05)
+    b = _batcher(rec, max_batch_size=2, linger_s=0)
+    done: dict[str, float] = {}
+
+    async def main():
+        far = time.monotonic() + 30
+
+        async def timed(name: str, items: list[Item], bulk: bool):
+            result = await b.submit(items, far, bulk=bulk)
+            done[name] = time.monotonic()
+            return result
+
+        bulk = asyncio.create_task(timed("bulk", [Item(i, 5) for i in range(20)], True))  # 10 runs of 2
+        await asyncio.sleep(0.12)  # the bulk round is under way
+        query = await timed("query", [Item(999, 5)], False)
+        bulk_result = await bulk
+        assert query.rows[0, 0] == 999 and bulk_result.rows[:, 0].tolist() == list(range(20))
+
+    asyncio.run(main())
+    b.stop()
+    assert done["query"] < done["bulk"]  # it did not wait for the whole upsert
+    values = [[it.value for it in batch] for batch in rec.batches]
+    at = next(i for i, batch in enumerate(values) if 999 in batch)
+    assert values[at] == [999] and 0 < at < len(values) - 1  # served alone, between two bulk runs
+
+
+def test_queued_queries_go_before_queued_bulk_work():
+    rec = Recorder(delay=0.05)
+    b = _batcher(rec, max_batch_size=1, linger_s=0)
+
+    async def main():
+        far = time.monotonic() + 30
+        blocker = asyncio.create_task(b.submit([Item(0, 3)], far))
+        await asyncio.sleep(0.02)
+        bulk = asyncio.create_task(b.submit([Item(1, 3)], far, bulk=True))
+        await asyncio.sleep(0.005)
+        query = asyncio.create_task(b.submit([Item(2, 3)], far))
+        await asyncio.gather(blocker, bulk, query)
+        assert b.depth == 0
+
+    asyncio.run(main())
+    b.stop()
+    assert [batch[0].value for batch in rec.batches] == [0, 2, 1]
