@@ -69,21 +69,22 @@ def main() -> None:
         transferred("adapter", preds, queries, calibration.threshold, True),
         transferred("cosine_cutoff", [q.scores for q in queries], queries, cutoff, False),
     ]
-    answerable = [q for q in queries if q.labels.any()]
     keep = [i for i, q in enumerate(queries) if q.labels.any()]
+    answerable = [queries[i] for i in keep]
     on_answerable = [
         transferred(r.name, [r.predictions[i] for i in keep], answerable, r.thresholds[0], r.is_probability)
         for r in reports
     ]
-    refit = [cross_validate(answerable, m, 5, 0, None, coherence_grid()) for m in ("adapter", "cosine_cutoff")]
+    refit = [cross_validate(answerable, name, 5, 0, None, coherence_grid()) for name in ("adapter", "cosine_cutoff")]
     for r in refit:
         r.name += "_refit"
     print(f"{len(queries)} demo queries ({len(answerable)} answerable), {len(data.doc_ids)} passages; "
           f"shipped calibration fitted on {payload['fitted_on'].get('dataset', '?')}\n")
     print("All queries, operating points carried over from MS MARCO:\n")
     print(markdown_table(reports))
+    empties = {r.name: empty_answers(r, queries) for r in reports}
     for r in reports:
-        empty, answered = empty_answers(r, queries)
+        empty, answered = empties[r.name]
         print(f"{LABELS.get(r.name, r.name)}: answerable queries left empty {100 * empty:.1f}%, "
               f"unanswerable queries given a hit {100 * answered:.1f}%")
     p, y = np.concatenate(preds), np.concatenate([q.labels for q in queries])
@@ -109,8 +110,8 @@ def main() -> None:
         "calibration_fitted_on": payload["fitted_on"].get("dataset"),
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.time() - started, 1),
-        "empty_answers": {r.name: dict(zip(("answerable_empty", "unanswerable_answered"), empty_answers(r, queries),
-                                           strict=True)) for r in reports},
+        "empty_answers": {name: dict(zip(("answerable_empty", "unanswerable_answered"), shares, strict=True))
+                          for name, shares in empties.items()},
         "answerable_only": {r.name: r.metrics.as_dict() for r in [*on_answerable, *refit]},
     }
     paths = write_report(reports, [q.labels for q in queries], args.out, args.prefix, context, gain_rows)

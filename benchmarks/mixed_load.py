@@ -18,6 +18,7 @@ import numpy as np
 from benchmarks.embed import DEFAULT_DATASET, load_passages
 from service.batching import TokenBudgetBatcher
 from service.metrics import Metrics
+from service.settings import Settings
 
 QUERIES = ["what is a light year", "how do vaccines work", "cost of concrete flooring", "why does bread rise"]
 
@@ -64,10 +65,13 @@ def main() -> None:
     docs = embedder.tokenize(load_passages(DEFAULT_DATASET, 2048), "document")
     queries = embedder.tokenize(QUERIES, "query")
     embedder.embed_tokenized(docs[:32])
+    s = Settings()
     rows = {}
     for name, bulk in (("one FIFO lane (baseline)", False), ("bulk lane for upserts (server default)", True)):
-        batcher = TokenBudgetBatcher("embed", embedder.embed_tokenized, metrics=Metrics(), max_batch_tokens=2048,
-                                     max_batch_size=256, max_queue=1024, linger_s=0.002, max_padding_ratio=1.1)
+        batcher = TokenBudgetBatcher(  # the server's CPU defaults (EmbeddingService)
+            "embed", embedder.embed_tokenized, metrics=Metrics(), max_batch_tokens=s.max_batch_tokens or 2048,
+            max_batch_size=s.max_batch_size, max_queue=s.max_queue_requests, linger_s=s.batch_wait_ms / 1000,
+            max_padding_ratio=s.max_padding_ratio)
         batcher.start()
         rows[name] = asyncio.run(_run(batcher, docs, queries, bulk, args.seconds))
         batcher.stop()

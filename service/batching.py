@@ -199,9 +199,10 @@ class TokenBudgetBatcher(Generic[T]):
                     self._cond.wait()
                 if self._stop and not self.depth:
                     return
-                if self.linger_s > 0 and sum(len(j.items) for j in self._pending) < self.max_batch_size:
+                lane = self._pending or self._bulk  # the lane this round will take from
+                if self.linger_s > 0 and sum(len(j.items) for j in lane) < self.max_batch_size:
                     self._cond.wait(self.linger_s)
-                bulk = not self._pending
+                bulk = not self._pending  # re-read: a query may have arrived while lingering
                 jobs = self._take()
             self._process_safely(jobs, yield_to_interactive=bulk)
 

@@ -116,8 +116,9 @@ class CollectionService:
         docs = [DocumentIn(id=r["id"], text=r["text"], metadata=r.get("metadata", {})) for r in rows]
         await self.upsert(self.settings.demo_collection_name, docs)
         log.info("indexed the demo collection %r (%d documents)", self.settings.demo_collection_name, len(docs))
-        shipped = shipped_calibration(self.embedding.model_name, self.embedding.dim)
-        if self.settings.demo_calibration and shipped is not None:
+        shipped = shipped_calibration(self.embedding.model_name, self.embedding.dim) \
+            if self.settings.demo_calibration else None
+        if shipped is not None:
             coll = self.collection(self.settings.demo_collection_name)
             calibration = await self._in_worker(install_calibration, coll, shipped)
             log.info("demo collection: shipped calibration installed (min_relevance %.3f)", calibration.threshold)

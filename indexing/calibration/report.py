@@ -58,7 +58,7 @@ def gains(
     return {
         r.name: [gain_interval(chosen.predictions, r.predictions, labels, m, n_resamples) for m in GAIN_METRICS]
         for r in reports
-        if r.name != method and not r.name.startswith(method)
+        if not r.name.startswith(method)  # the method itself and its variants are not baselines
     }
 
 
