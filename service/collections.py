@@ -19,7 +19,11 @@ import anyio
 import faiss
 import numpy as np
 
-from indexing.calibration.serving import attach_stored_calibration, install_calibration
+from indexing.calibration.serving import (
+    attach_stored_calibration,
+    calibration_removed,
+    install_calibration,
+)
 from indexing.calibration.shipped import shipped_calibration
 from indexing.collection import Collection, CollectionCatalog, CollectionConfig, Hit, SearchResult
 from indexing.errors import (
@@ -100,8 +104,11 @@ class CollectionService:
         for name, error in errors.items():
             if error:
                 log.error("collection %s is unavailable: %s", name, error)
-        if self.settings.demo_collection and self.settings.demo_collection_name not in self.catalog.names():
-            await self.index_demo()
+        if self.settings.demo_collection:
+            if self.settings.demo_collection_name not in self.catalog.names():
+                await self.index_demo()
+            else:
+                await self._calibrate_existing_demo()
         self.opened = True
 
     def stop(self) -> None:
@@ -116,12 +123,29 @@ class CollectionService:
         docs = [DocumentIn(id=r["id"], text=r["text"], metadata=r.get("metadata", {})) for r in rows]
         await self.upsert(self.settings.demo_collection_name, docs)
         log.info("indexed the demo collection %r (%d documents)", self.settings.demo_collection_name, len(docs))
-        shipped = shipped_calibration(self.embedding.model_name, self.embedding.dim) \
-            if self.settings.demo_calibration else None
-        if shipped is not None:
-            coll = self.collection(self.settings.demo_collection_name)
-            calibration = await self._in_worker(install_calibration, coll, shipped)
-            log.info("demo collection: shipped calibration installed (min_relevance %.3f)", calibration.threshold)
+        await self._install_demo_calibration(self.collection(self.settings.demo_collection_name))
+
+    async def _calibrate_existing_demo(self) -> None:
+        """Give a demo collection left by an older rrs the shipped calibration it was created without.
+
+        Only when it has none: a fitted one is never replaced, and one removed with DELETE (the
+        manifest records that) stays removed.
+        """
+        try:
+            coll = self.catalog.get(self.settings.demo_collection_name)
+        except IndexingError:  # unavailable: already reported by open_all
+            return
+        if coll.calibrator is None and not await self._in_worker(calibration_removed, coll):
+            await self._install_demo_calibration(coll)
+
+    async def _install_demo_calibration(self, coll: Collection) -> None:
+        if not self.settings.demo_calibration:
+            return
+        shipped = shipped_calibration(coll.config.model, coll.config.dim)
+        if shipped is None:
+            return
+        calibration = await self._in_worker(install_calibration, coll, shipped)
+        log.info("demo collection: shipped calibration installed (min_relevance %.3f)", calibration.threshold)
 
     # ---- collections ----
     async def create(self, config: CollectionConfig) -> dict[str, Any]:

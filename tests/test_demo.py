@@ -48,9 +48,25 @@ def test_demo_search_carries_calibrated_relevance_and_cuts_at_the_shipped_thresh
         assert relevance[0] > 0.5 > relevance[1]
 
 
-def test_demo_without_the_shipped_calibration(server_factory) -> None:
-    server = server_factory(env={"RRS_DEMO_COLLECTION": "true", "RRS_DEMO_CALIBRATION": "false"})
+def test_demo_without_the_shipped_calibration_then_with_it_after_a_restart(server_factory, tmp_path) -> None:
+    data = tmp_path / "demo-data"
+    server = server_factory(env={"RRS_DEMO_COLLECTION": "true", "RRS_DEMO_CALIBRATION": "false"}, data_dir=data)
     with server.client() as client:
         found = _search(client, "how far does light travel in a year", top_k=3)
         assert len(found["hits"]) == 3 and all(h["relevance"] is None for h in found["hits"])
         assert client.get("/v1/collections/demo/calibration").status_code == 404
+    server.stop()
+
+    # A demo created without it (RRS_DEMO_CALIBRATION off, or an older rrs) gets it at the next start...
+    again = server_factory(env={"RRS_DEMO_COLLECTION": "true"}, data_dir=data)
+    with again.client() as client:
+        assert client.get("/v1/collections/demo/calibration").status_code == 200
+        assert _search(client, "how far does light travel in a year", top_k=3)["hits"][0]["relevance"] is not None
+        assert client.delete("/v1/collections/demo/calibration").status_code == 204
+    again.stop()
+
+    # ...but one removed with DELETE stays removed.
+    third = server_factory(env={"RRS_DEMO_COLLECTION": "true"}, data_dir=data)
+    with third.client() as client:
+        assert client.get("/v1/collections/demo/calibration").status_code == 404
+        assert client.get("/v1/collections/demo").json()["count"] > 0

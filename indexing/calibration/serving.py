@@ -22,6 +22,7 @@ from indexing.collection import Collection, Hit
 from indexing.snapshot import read_manifest, update_manifest
 
 MANIFEST_KEY = "calibration"
+REMOVED_KEY = "calibration_removed"
 
 
 class CollectionCalibrator:
@@ -115,7 +116,7 @@ def install_calibration(collection: Collection, data: dict[str, Any] | Relevance
     """Validate, check the embedding model, persist in the manifest, then attach (atomic per step)."""
     calibration = data if isinstance(data, RelevanceCalibration) else RelevanceCalibration.from_dict(data)
     calibration.check_model(collection.config.model, collection.config.dim)
-    update_manifest(collection.folder, **{MANIFEST_KEY: calibration.to_dict()})
+    update_manifest(collection.folder, **{MANIFEST_KEY: calibration.to_dict(), REMOVED_KEY: False})
     collection.calibrator = CollectionCalibrator(calibration, collection)
     return calibration
 
@@ -124,6 +125,12 @@ def stored_calibration(collection: Collection) -> dict[str, Any] | None:
     """The serialised calibration in the collection's manifest, if any."""
     manifest = read_manifest(collection.folder) or {}
     return manifest.get(MANIFEST_KEY)
+
+
+def calibration_removed(collection: Collection) -> bool:
+    """Whether the collection's calibration was removed on purpose (DELETE), not just never fitted."""
+    manifest = read_manifest(collection.folder) or {}
+    return manifest.get(MANIFEST_KEY) is None and bool(manifest.get(REMOVED_KEY))
 
 
 def attach_stored_calibration(collection: Collection) -> None:
@@ -145,6 +152,6 @@ def attach_stored_calibration(collection: Collection) -> None:
 
 
 def remove_calibration(collection: Collection) -> None:
-    """Drop the stored calibration (the manifest keeps the key, set to null)."""
-    update_manifest(collection.folder, **{MANIFEST_KEY: None})
+    """Drop the stored calibration; the manifest records the removal, so no default replaces it."""
+    update_manifest(collection.folder, **{MANIFEST_KEY: None, REMOVED_KEY: True})
     collection.calibrator = None
