@@ -39,16 +39,13 @@ def _documents(dataset: Path, count: int, tokenizer: Any, target_tokens: int) ->
 
 def run(dataset: Path, docs: int = 100, doc_tokens: int = 100, engines: tuple[str, ...] = ("padded", "cache", "packed"),
         repeats: int = 1) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from models.llm.loading import load_causal_lm
     from models.llm.packed_scoring import PackedPrefixScorer
     from models.llm.prefix_scoring import PaddedScorer, PrefixScorer
-    from models.resolve import resolve_model
 
-    resolved = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, gguf_file=resolved.gguf_file,
-                                                 dtype=torch.float32, attn_implementation="sdpa").eval()
+    lm = load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu", dtype="float32",
+                        attn_implementation="sdpa")
+    model, tokenizer = lm.model, lm.tokenizer
     query, texts = _documents(dataset, docs, tokenizer, doc_tokens)
     prefix = tokenizer(INSTRUCTION.format(query=query), add_special_tokens=False)["input_ids"]
     suffixes = [tokenizer(t + "\nRelevant:", add_special_tokens=False)["input_ids"] for t in texts]

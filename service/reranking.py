@@ -265,7 +265,8 @@ class RerankService:
         s = self.settings
         if method in LLM_METHODS:
             if model not in self._lms:
-                self._lms[model] = load_causal_lm(model, s.rerank_device, s.rerank_dtype)
+                self._lms[model] = load_causal_lm(model, s.rerank_device, s.rerank_dtype,
+                                                  gguf_cache=s.gguf_cache, gguf_cache_dir=s.gguf_cache_dir)
             return build_reranker(method, lm=self._lms[model], engine=s.rerank_engine)
         if method == "embedding":
             assert self.embedding is not None

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.llm.gguf_cache import default_cache_dir
+
 # A list from the environment: a JSON list ('["a","b"]') or a comma-separated string ('a,b').
 EnvList = Annotated[list[str], NoDecode]
 
@@ -93,6 +95,10 @@ class Settings(BaseSettings):
     rerank_engine: str = Field(
         "auto", description="LLM scoring engine: cache (prefix KV reuse), packed (GPU varlen), padded, auto."
     )
+    gguf_cache: bool = Field(
+        True, description="Keep GGUF models de-quantised on disk, so only the first load converts (~35 s)."
+    )
+    gguf_cache_dir: Path = Field(default_factory=default_cache_dir, description="Where (default ~/.cache/rrs/gguf).")
 
     # security
     api_keys: EnvList = Field(default_factory=list)

