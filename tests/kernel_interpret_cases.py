@@ -15,7 +15,63 @@ from pathlib import Path
 os.environ["TRITON_INTERPRET"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+
+def _quicken_interpreter() -> None:
+    """Remove two interpreter costs that do not change what a kernel computes.
+
+    1. Every call of a `@triton.jit` helper from inside a kernel re-patches `triton.language` with
+       `inspect.getmembers` (~0.5 ms), though the running grid has patched those modules already;
+       the attention kernels call a helper per key block, so this was 1/3 of their interpreted time.
+       Here a helper call patches only modules this grid run has not patched yet.
+    2. `tl.sort` reduces with `xor_sum`, which the interpreter runs as a Python loop per element
+       (~90 % of the top-k kernel's interpreted time); numpy's xor reduction gives the same bits.
+    Both reach into the interpreter's private module, so a triton without these names is left alone.
+    """
+    import inspect
+
+    import triton.language as tl
+    from triton.runtime import interpreter as interp
+
+    needed = ("_patch_lang", "_LangPatchScope", "GridExecutor", "InterpretedFunction", "ReduceOps")
+    if not all(hasattr(interp, name) for name in needed) or not hasattr(tl.standard, "_xor_combine"):
+        return
+    real_patch, real_grid_call = interp._patch_lang, interp.GridExecutor.__call__
+    patched: list[set[int]] = []  # per running grid: ids of the language modules patched in it
+
+    def grid_call(self, *args, **kwargs):
+        patched.append(set())
+        try:
+            return real_grid_call(self, *args, **kwargs)
+        finally:
+            patched.pop()
+
+    def patch_lang(fn):
+        langs = {id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in (tl, tl.core)}
+        if patched and langs <= patched[-1]:
+            return interp._LangPatchScope()  # nothing to patch, nothing to restore
+        scope = real_patch(fn)
+        if patched:
+            patched[-1] |= langs
+        return scope
+
+    real_reduce = interp.ReduceOps.apply_impl
+
+    def apply_impl(self, input):
+        if self.combine_fn is tl.standard._xor_combine:
+            x = input[0]
+            data = np.bitwise_xor.reduce(x.handle.data, axis=self.axis, keepdims=self.keep_dims)
+            return self.to_tensor(data, x.dtype)
+        return real_reduce(self, input)
+
+    interp.GridExecutor.__call__ = grid_call
+    interp._patch_lang = patch_lang
+    interp.ReduceOps.apply_impl = apply_impl
+
+
+_quicken_interpreter()
 
 # (name, head_dim, heads, kv_heads, causal, prefix groups (0 = none), dtype)
 ATTENTION_CASES = [
