@@ -1,8 +1,9 @@
-"""One-shot H100/H200 comparison of the TMA-descriptor attention kernel against the pointer kernel.
+"""One-shot H100/H200 comparison of attention kernel variants against the dispatched pointer kernel.
 
 In one process, charged to a wall-clock budget: the card's bf16 matmul peak; for each variant (the
-current pointer kernel `varlen_fwd` as the in-run baseline, then TMA tilings of `varlen_fwd_tma`,
-with and without warp specialisation) bf16 correctness against float64 on ragged shapes (poisoned
+current pointer kernel `varlen_fwd` as the in-run baseline, the same kernel with FlashAttention-4's
+lazy rescaling and split exp2, then TMA tilings of `varlen_fwd_tma`, with and without warp
+specialisation) bf16 correctness against float64 on ragged shapes (poisoned
 outputs, prefix groups, GQA 32/8 causal and 9/3 non-causal) BEFORE any timing, then the median time
 of the suite's shared-prefix batches (1024-token prefix, 100-600-token suffixes, 32/8 heads). A
 variant that fails to compile or is wrong is recorded and skipped. The best correct variant and the
@@ -41,15 +42,21 @@ from benchmarks.gpu_tune import (  # noqa: E402
 T0 = time.time()
 RESULTS: dict[str, Any] = {"variants": [], "final": [], "errors": []}
 
-# (name, kernel, tiling): "ptr" tiling (BLOCK_M, BLOCK_N, warps, stages); "tma" adds warp_specialize
+# (name, kernel, tiling): "ptr" tiling (BLOCK_M, BLOCK_N, warps, stages); "tma" adds warp_specialize;
+# "ptr-lazy" / "ptr-fa4" are the pointer kernel with FlashAttention-4's lazy rescaling / lazy rescaling
+# plus half the exponentials by polynomial (session 5, not yet timed on a card)
 VARIANTS: dict[int, list[tuple[str, str, tuple]]] = {
     128: [("v2 ptr 128x64 w8 s2", "ptr", (128, 64, 8, 2)),
+          ("ptr lazy 128x64 w8 s2", "ptr-lazy", (128, 64, 8, 2)),
+          ("ptr fa4 128x64 w8 s2", "ptr-fa4", (128, 64, 8, 2)),
+          ("ptr fa4 64x64 w4 s3", "ptr-fa4", (64, 64, 4, 3)),
           ("tma 128x64 w8 s3", "tma", (128, 64, 8, 3, False)),
           ("tma 128x128 w8 s3", "tma", (128, 128, 8, 3, False)),
           ("tma 128x64 w8 s2 ws", "tma", (128, 64, 8, 2, True)),
           ("tma 128x128 w8 s2 ws", "tma", (128, 128, 8, 2, True)),
           ("tma 64x64 w4 s3", "tma", (64, 64, 4, 3, False))],
     64: [("v2 ptr 128x64 w4 s3", "ptr", (128, 64, 4, 3)),
+         ("ptr fa4 128x64 w4 s3", "ptr-fa4", (128, 64, 4, 3)),
          ("tma 128x64 w4 s3", "tma", (128, 64, 4, 3, False)),
          ("tma 128x64 w8 s2 ws", "tma", (128, 64, 8, 2, True))],
 }
@@ -75,7 +82,9 @@ def launcher(kind: str, tiling: tuple) -> Any:
         return lambda *a, **kw: varlen_prefix_attention_tma(*a, tiling=tiling, **kw)
     bm, bn, warps, stages = tiling
     config = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
-    return lambda *a, **kw: varlen_prefix_attention_triton(*a, config=config, **kw)
+    options = {"ptr": {}, "ptr-lazy": {"lazy_rescale": True},
+               "ptr-fa4": {"lazy_rescale": True, "exp2_split": not SMOKE}}[kind]  # the interpreter runs fp32
+    return lambda *a, **kw: varlen_prefix_attention_triton(*a, config=config, **options, **kw)
 
 
 def run_variants(dim: int, totals: list[int], prefix_len: int, budget_s: float, out: Path) -> None:
@@ -189,8 +198,8 @@ def main() -> None:
     if SMOKE:
         totals, final_totals, prefix = [300], [300], 64
         for dim in VARIANTS:
-            VARIANTS[dim] = [("ptr", "ptr", (64, 32, 4, 1)), ("tma", "tma", (64, 32, 4, 1, False)),
-                             ("tma ws", "tma", (64, 32, 4, 1, True))]
+            VARIANTS[dim] = [("ptr", "ptr", (64, 32, 4, 1)), ("ptr fa4", "ptr-fa4", (64, 32, 4, 1)),
+                             ("tma", "tma", (64, 32, 4, 1, False)), ("tma ws", "tma", (64, 32, 4, 1, True))]
     else:
         from kernels.attention import varlen_fwd_tma
 
@@ -200,7 +209,8 @@ def main() -> None:
     peak = RESULTS.get("bf16_matmul_tflops", float("nan"))
     print(json.dumps({k: RESULTS.get(k) for k in ("device", "bf16_matmul_tflops")}), flush=True)
     run_variants(128, totals, prefix, args.budget_s * 0.55, out)
-    chosen = [r for r in (best(128, totals[-1], "ptr"), best(128, totals[-1], "tma")) if r is not None]
+    kinds = ("ptr", "ptr-lazy", "ptr-fa4", "tma")
+    chosen = [r for r in (best(128, totals[-1], kind) for kind in kinds) if r is not None]
     if chosen:
         final_speed(128, chosen, final_totals, prefix, peak, args.budget_s * 0.8, out)
     run_variants(64, totals, prefix, args.budget_s * 0.92, out)

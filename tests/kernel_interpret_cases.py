@@ -87,6 +87,13 @@ ATTENTION_CASES = [
     ("d64_gqa3_causal_prefix_fp32", 64, 9, 3, True, 1, torch.float32),
 ]
 
+# FlashAttention-4's softmax tricks (lazy rescaling; half the exponentials by polynomial, halves only)
+# on a subset, plus "spiky" queries (x6: logits with sd ~9 in base 2) whose running max keeps growing
+# past the lazy threshold mid-stream, so both sides of its branch run.
+FA4_CASES = [c for c in ATTENTION_CASES if c[0] in (
+    "d64_gqa4_causal_prefix_fp32", "d128_gqa8_causal_fp16", "d64_gqa4_full_prefix_fp16", "d64_gqa3_causal_prefix_fp32")]
+FA4_SPIKY = ("d64_gqa4_causal_prefix_fp32", "d128_gqa8_causal_fp16")
+
 # (name, queries, corpus rows, dim, k, dtype, duplicate corpus)
 TOPK_CASES = [
     ("q5_n300_d96_k10_fp32", 5, 300, 96, 10, torch.float32, False),
@@ -108,14 +115,23 @@ def _ragged_lengths(gen: torch.Generator, count: int) -> list[int]:
 
 
 def run_attention(kernel: str = "pointer") -> dict[str, dict[str, float]]:
-    """Every case through the pointer kernel (`varlen_fwd`) or the TMA-descriptor one (`varlen_fwd_tma`)."""
+    """Every case through the pointer kernel (`varlen_fwd`), the TMA-descriptor one (`varlen_fwd_tma`),
+    or the pointer kernel with the FA4 options ("fa4": FA4_CASES, each also with spiky queries)."""
     from kernels.attention.reference import varlen_prefix_attention_reference
     from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
     from kernels.attention.varlen_fwd_tma import varlen_prefix_attention_tma
 
     launch = varlen_prefix_attention_tma if kernel == "tma" else varlen_prefix_attention_triton
+    runs = [(i, case, 1.0) for i, case in enumerate(ATTENTION_CASES)]
+    if kernel == "fa4":
+        runs = [(i, c, 1.0) for i, c in enumerate(ATTENTION_CASES) if c in FA4_CASES]
+        runs += [(i, c, 6.0) for i, c in enumerate(ATTENTION_CASES) if c[0] in FA4_SPIKY]
     results = {}
-    for i, (name, dim, heads, kv_heads, causal, groups, dtype) in enumerate(ATTENTION_CASES):
+    for i, (name, dim, heads, kv_heads, causal, groups, dtype), q_scale in runs:
+        options = {}
+        if kernel == "fa4":
+            options = {"lazy_rescale": True, "exp2_split": dtype != torch.float32}
+            name = f"{name}_spiky" if q_scale != 1.0 else name
         gen = torch.Generator().manual_seed(1000 + i)
         lengths = _ragged_lengths(gen, 2)
         cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
@@ -124,7 +140,7 @@ def run_attention(kernel: str = "pointer") -> dict[str, dict[str, float]]:
         def rand(*shape: int, g: torch.Generator = gen, dt: torch.dtype = dtype) -> torch.Tensor:
             return torch.randn(*shape, generator=g, dtype=torch.float64).to(dt)
 
-        q, k, v = rand(total, heads, dim), rand(total, kv_heads, dim), rand(total, kv_heads, dim)
+        q, k, v = (rand(total, heads, dim) * q_scale).to(dtype), rand(total, kv_heads, dim), rand(total, kv_heads, dim)
         prefix = {}
         if groups:
             plens = torch.randint(1, 121, (groups,), generator=gen).tolist()
@@ -133,7 +149,7 @@ def run_attention(kernel: str = "pointer") -> dict[str, dict[str, float]]:
                           cu_prefix_lens=cu_p,
                           prefix_group=torch.randint(0, groups, (len(lengths),), generator=gen, dtype=torch.int32))
         out = torch.full_like(q, float("nan"))  # poisoned: an unwritten row stays NaN and fails
-        launch(q, k, v, cu, max(lengths), causal=causal, out=out, **prefix)
+        launch(q, k, v, cu, max(lengths), causal=causal, out=out, **prefix, **options)
         ref = varlen_prefix_attention_reference(
             q.double(), k.double(), v.double(), cu, causal=causal,
             **{n: (t.double() if t.is_floating_point() else t) for n, t in prefix.items()})
@@ -168,5 +184,6 @@ def run_topk() -> dict[str, dict[str, float]]:
 
 if __name__ == "__main__":
     which = sys.argv[1]
-    runs = {"attention": run_attention, "attention_tma": lambda: run_attention("tma"), "topk": run_topk}
+    runs = {"attention": run_attention, "attention_tma": lambda: run_attention("tma"),
+            "attention_fa4": lambda: run_attention("fa4"), "topk": run_topk}
     print(json.dumps(runs[which]()))

@@ -18,7 +18,7 @@ from kernels.attention.reference import varlen_prefix_attention_reference
 
 CASES_SCRIPT = Path(__file__).with_name("kernel_interpret_cases.py")
 sys.path.insert(0, str(CASES_SCRIPT.parent))
-from kernel_interpret_cases import ATTENTION_CASES  # noqa: E402
+from kernel_interpret_cases import ATTENTION_CASES, FA4_CASES, FA4_SPIKY  # noqa: E402
 
 FP32_BOUND = 1e-5  # float32 arithmetic lands far under 1e-3 (METHOD.md); the kernel measures ~3e-7
 FP16_BOUND = 2e-3  # fp16 operands and fp16 probabilities into the second dot
@@ -44,6 +44,15 @@ def interpreted_tma_results() -> dict[str, dict[str, float]]:
     return _interpret("attention_tma")
 
 
+@pytest.fixture(scope="module")
+def interpreted_fa4_results() -> dict[str, dict[str, float]]:
+    """The pointer kernel with FlashAttention-4's lazy rescaling and split exp2 (halves)."""
+    return _interpret("attention_fa4")
+
+
+FA4_RUNS = [(c[0], c[-1]) for c in FA4_CASES] + [(f"{c[0]}_spiky", c[-1]) for c in ATTENTION_CASES if c[0] in FA4_SPIKY]
+
+
 def _assert_case(result: dict[str, float], dtype: torch.dtype) -> None:
     assert result["nan"] == 0, "kernel left rows unwritten (poisoned NaN survived)"
     assert result["rel_err"] < (FP32_BOUND if dtype == torch.float32 else FP16_BOUND)
@@ -57,6 +66,20 @@ def test_triton_kernel_matches_float64_reference(interpreted_results: dict, case
 @pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c[0] for c in ATTENTION_CASES])
 def test_tma_kernel_matches_float64_reference(interpreted_tma_results: dict, case: tuple) -> None:
     _assert_case(interpreted_tma_results[case[0]], case[-1])
+
+
+@pytest.mark.parametrize("name,dtype", FA4_RUNS, ids=[r[0] for r in FA4_RUNS])
+def test_fa4_softmax_options_match_float64_reference(interpreted_fa4_results: dict, name: str,
+                                                    dtype: torch.dtype) -> None:
+    _assert_case(interpreted_fa4_results[name], dtype)
+
+
+def test_split_exp2_is_refused_for_fp32() -> None:
+    from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
+
+    q = torch.randn(4, 2, 64)
+    with pytest.raises(ValueError, match="exp2_split"):
+        varlen_prefix_attention_triton(q, q, q, torch.tensor([0, 4], dtype=torch.int32), 4, exp2_split=True)
 
 
 def _packed(lengths: list[int], heads: int, kv_heads: int, dim: int, seed: int) -> tuple[torch.Tensor, ...]:

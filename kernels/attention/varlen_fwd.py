@@ -48,25 +48,73 @@ def _hopper_configs() -> list[triton.Config]:
 
 
 @triton.jit
-def _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION: tl.constexpr):
+def _exp2_poly(x):
+    """2^x on the FMA units instead of the special-function unit (x <= 8 here; clamped below at -126).
+
+    Split x = i + f with f in [0, 1); 2^f by a cubic fitted for relative error (max 8.6e-5, under fp16's
+    4.9e-4 and bf16's 3.9e-3 rounding of the probabilities it feeds); 2^i added to the exponent bits.
+    """
+    x = tl.maximum(x, -126.0)
+    xi = tl.floor(x)
+    f = x - xi
+    p = 1.0 + f * (0.69511681 + f * (0.22764491 + f * 0.07706712))
+    bits = p.to(tl.int32, bitcast=True) + (xi.to(tl.int32) << 23)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _block_exp2(x, EXP2_SPLIT: tl.constexpr):
+    """exp2 of a (rows, BLOCK_N) block; with EXP2_SPLIT every other column goes through `_exp2_poly`.
+
+    Splitting the exponentials between the special-function and FMA pipes is FlashAttention-4's way
+    past the exp throughput limit; only for half-precision inputs (fp32 keeps exact exp2).
+    """
+    if EXP2_SPLIT:
+        ROWS: tl.constexpr = x.shape[0]
+        COLS: tl.constexpr = x.shape[1]
+        even, odd = tl.split(tl.reshape(x, (ROWS, COLS // 2, 2)))
+        return tl.reshape(tl.join(tl.exp2(even), _exp2_poly(odd)), (ROWS, COLS))
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
+def _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION: tl.constexpr,
+                           LAZY_RESCALE: tl.constexpr = False, EXP2_SPLIT: tl.constexpr = False):
     """Fold one block of masked raw scores and its values into (acc, l_i, m_i), base-2 softmax.
 
     Every row sees at least one valid key in every block it visits (block starts are in range and left
-    of the row), so the new max is finite and exp2 never sees (-inf) - (-inf).
+    of the row), so the new max is finite and exp2 never sees (-inf) - (-inf). With LAZY_RESCALE
+    (FlashAttention-4) the running max, and so acc and l_i, move only when some row's max grew by more
+    than 8 (base 2): one branch per block instead of a rescale of acc every block. Until then the
+    probabilities are taken against the stale max, so they stay below 2^8 (safe in fp16/bf16). The
+    result is the same softmax: acc and l_i always share one reference max.
     """
-    m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-    p = tl.exp2(qk * qk_scale - m_ij[:, None])
-    alpha = tl.exp2(m_i - m_ij)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
+    m_blk = tl.max(qk, 1) * qk_scale
+    if LAZY_RESCALE:
+        if tl.max(m_blk - m_i, 0) > 8.0:  # the first block always passes (m_i = -inf)
+            m_new = tl.maximum(m_i, m_blk)
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha
+            acc = acc * alpha[:, None]
+            m_i = m_new
+    else:
+        m_new = tl.maximum(m_i, m_blk)
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha
+        acc = acc * alpha[:, None]
+        m_i = m_new
+    p = _block_exp2(qk * qk_scale - m_i[:, None], EXP2_SPLIT)
+    l_i = l_i + tl.sum(p, 1)
     acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-    return acc, l_i, m_ij
+    return acc, l_i, m_i
 
 
 @triton.jit
 def _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, lo, hi, n_limit,
                        offs_m, offs_d, qk_scale,
-                       BLOCK_N: tl.constexpr, MASK_MODE: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                       BLOCK_N: tl.constexpr, MASK_MODE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                       LAZY_RESCALE: tl.constexpr = False, EXP2_SPLIT: tl.constexpr = False):
     """Online-softmax update of (acc, l_i, m_i) with key blocks [lo, hi) of one key range."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -84,7 +132,8 @@ def _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, l
         if MASK_MODE == 2:
             keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_limit)
             qk = tl.where(keep, qk, float("-inf"))
-        acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION)
+        acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION,
+                                               LAZY_RESCALE, EXP2_SPLIT)
     return acc, l_i, m_i
 
 
@@ -127,7 +176,8 @@ def _store_o_tile(Out, acc, l_i, seq_start, offs_m, heads, row_ok, stride_ot, st
     tl.store(Out + o_off + tl.arange(0, HEAD_DIM)[None, :], out.to(Out.dtype.element_ty), mask=row_ok)
 
 
-@triton.autotune(configs=_hopper_configs(), key=["HEAD_DIM", "IS_CAUSAL", "HAS_PREFIX", "DOT_PRECISION"])
+@triton.autotune(configs=_hopper_configs(),
+                 key=["HEAD_DIM", "IS_CAUSAL", "HAS_PREFIX", "DOT_PRECISION", "LAZY_RESCALE", "EXP2_SPLIT"])
 @triton.jit
 def _varlen_prefix_attention_fwd(
     Q, K, V, PK, PV, Out,
@@ -137,7 +187,8 @@ def _varlen_prefix_attention_fwd(
     stride_pkt, stride_pkh, stride_pvt, stride_pvh, stride_ot, stride_oh,
     num_kv_heads, heads_per_kv, heads_per_tile,
     HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LAZY_RESCALE: tl.constexpr, EXP2_SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     seq, kv_head, first_head, seq_start, seq_len, m_start = _program_tile(
         cu_seqlens, num_kv_heads, heads_per_kv, heads_per_tile, BLOCK_M)
@@ -162,10 +213,10 @@ def _varlen_prefix_attention_fwd(
         p_full = (p_len // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, pk_base, pv_base, stride_pkt, stride_pvt,
                                            0, p_full, p_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 0, DOT_PRECISION)
+                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, pk_base, pv_base, stride_pkt, stride_pvt,
                                            p_full, p_len, p_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 1, DOT_PRECISION)
+                                           BLOCK_N, 1, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
 
     k_base = K + seq_start * stride_kt + kv_head * stride_kh
     v_base = V + seq_start * stride_vt + kv_head * stride_vh
@@ -176,19 +227,19 @@ def _varlen_prefix_attention_fwd(
         unmasked_end = (m_start // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
                                            0, unmasked_end, seq_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 0, DOT_PRECISION)
+                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
         diag_end = tl.minimum(m_start + positions, seq_len)
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
                                            unmasked_end, diag_end, seq_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 2, DOT_PRECISION)
+                                           BLOCK_N, 2, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
     else:
         full_end = (seq_len // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
                                            0, full_end, seq_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 0, DOT_PRECISION)
+                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
                                            full_end, seq_len, seq_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 1, DOT_PRECISION)
+                                           BLOCK_N, 1, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
 
     _store_o_tile(Out, acc, l_i, seq_start, offs_m, heads, row_ok, stride_ot, stride_oh, HEAD_DIM)
 
@@ -318,12 +369,19 @@ def varlen_prefix_attention_triton(
     out: torch.Tensor | None = None,
     heads_per_tile: int | None = None,
     config: triton.Config | None = None,
+    lazy_rescale: bool = False,
+    exp2_split: bool = False,
 ) -> torch.Tensor:
     """Launch the kernel; shapes as in the module docstring. Returns (total_tokens, heads, head_dim).
 
     `heads_per_tile` (a divisor of heads // kv_heads; default `default_heads_per_tile`) and `config`
-    (a fixed tiling instead of the autotuned one) exist for benchmarks that compare variants.
+    (a fixed tiling instead of the autotuned one) exist for benchmarks that compare variants, as do
+    FlashAttention-4's two softmax tricks, off by default until a card shows they pay: `lazy_rescale`
+    (move the running max only when it grows by more than 2^8) and `exp2_split` (half the
+    exponentials by a polynomial on the FMA units; fp16/bf16 only).
     """
+    if exp2_split and q.dtype == torch.float32:
+        raise ValueError("exp2_split is for fp16/bf16 inputs: fp32 keeps the exact exp2")
     total, num_heads, head_dim = q.shape
     a = prepare_launch(q, k, v, cu_seqlens, sm_scale, prefix_k, prefix_v, cu_prefix_lens, prefix_group,
                        heads_per_tile)
@@ -342,5 +400,6 @@ def varlen_prefix_attention_triton(
     if config is not None:  # the bare jit function with this tiling, bypassing autotune
         kernel = _varlen_prefix_attention_fwd.fn
         launch_options = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
-    kernel[grid](*a.arguments(q, k, v, out, cu_seqlens), **a.constants(head_dim, causal), **launch_options)
+    kernel[grid](*a.arguments(q, k, v, out, cu_seqlens), **a.constants(head_dim, causal),
+                 LAZY_RESCALE=lazy_rescale, EXP2_SPLIT=exp2_split, **launch_options)
     return out
