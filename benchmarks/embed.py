@@ -112,11 +112,12 @@ def infinity_server(python: Path, model_path: str, threads: int, batch_size: int
            "--engine", "torch", "--device", "cpu", "--batch-size", str(batch_size), "--no-model-warmup"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
            "DO_NOT_TRACK": "1"}
-    log = open(Path("var") / "bench-embed-infinity.log", "w")  # noqa: SIM115 - closed below
+    log_path = Path("var") / "bench-embed-infinity.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{base}/health", proc, 300, lambda: (Path("var") / "bench-embed-infinity.log").read_text())
+        wait_for_http(f"{base}/health", proc, 300, log_path.read_text)
         yield base
     finally:
         proc.terminate()

@@ -32,8 +32,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def wait_for_http(url: str, proc: subprocess.Popen, timeout: float, logs: Callable[[], str] = str) -> None:
-    """Poll `url` until it answers 200; fail early (with the log tail) if `proc` exits first."""
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float, logs: Callable[[], str] | None = None) -> None:
+    """Poll `url` until it answers 200; fail early (with the tail of `logs()`) if `proc` exits first."""
+    logs = logs or (lambda: "")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -79,6 +79,14 @@ def _block_exp2(x, EXP2_SPLIT: tl.constexpr):
 
 
 @triton.jit
+def _move_max(acc, l_i, m_i, m_blk):
+    """Take the running max up to this block's row maxima, rescaling acc and l_i to match."""
+    m_new = tl.maximum(m_i, m_blk)
+    alpha = tl.exp2(m_i - m_new)
+    return acc * alpha[:, None], l_i * alpha, m_new
+
+
+@triton.jit
 def _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION: tl.constexpr,
                            LAZY_RESCALE: tl.constexpr = False, EXP2_SPLIT: tl.constexpr = False):
     """Fold one block of masked raw scores and its values into (acc, l_i, m_i), base-2 softmax.
@@ -93,17 +101,9 @@ def _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION: tl.con
     m_blk = tl.max(qk, 1) * qk_scale
     if LAZY_RESCALE:
         if tl.max(m_blk - m_i, 0) > 8.0:  # the first block always passes (m_i = -inf)
-            m_new = tl.maximum(m_i, m_blk)
-            alpha = tl.exp2(m_i - m_new)
-            l_i = l_i * alpha
-            acc = acc * alpha[:, None]
-            m_i = m_new
+            acc, l_i, m_i = _move_max(acc, l_i, m_i, m_blk)
     else:
-        m_new = tl.maximum(m_i, m_blk)
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha
-        acc = acc * alpha[:, None]
-        m_i = m_new
+        acc, l_i, m_i = _move_max(acc, l_i, m_i, m_blk)
     p = _block_exp2(qk * qk_scale - m_i[:, None], EXP2_SPLIT)
     l_i = l_i + tl.sum(p, 1)
     acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
