@@ -151,6 +151,7 @@ def _fit(
     """Retrieve top-`depth` for every judged query, cross-validate all methods, fit the calibrator."""
     import numpy as np
 
+    from indexing.batch import read_jsonl
     from indexing.calibration.dataset import labelled_queries, read_qrels
     from indexing.calibration.evaluation import (
         METHODS,
@@ -164,7 +165,7 @@ def _fit(
     from indexing.calibration.relevance import fit_calibration
     from indexing.calibration.report import gains, gains_table, markdown_table, write_report
     from indexing.calibration.serving import coherence_tails, topic_neighbour_scores
-    from models.embedder import load_embedder
+    from models.embedder import load_space_embedder
 
     if family is not None and family not in FAMILIES:
         raise ValueError(f"family: one of {', '.join(FAMILIES)}")
@@ -172,11 +173,11 @@ def _fit(
     if not queries_path.exists() or not qrels_path.exists():
         raise ValueError(f"dataset: {dataset} needs queries.jsonl and qrels/test.tsv")
     qrels = read_qrels(qrels_path)
-    rows = [json.loads(line) for line in queries_path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(queries_path)
     rows = [r for r in rows if str(r["_id"]) in qrels]
     if not rows:
         raise ValueError(f"dataset: no query in {queries_path} has judgments in {qrels_path}")
-    encoder = load_embedder(coll.config.model, device=device)
+    encoder = load_space_embedder(coll.config.model, device=device)
     vectors = np.asarray(encoder.encode([r["text"] for r in rows], input_type="query"), dtype=np.float32)
     scores, vids = coll.index.search(vectors, depth, None)
     docs = coll.store.get_by_vids(np.unique(vids[vids >= 0]).tolist())

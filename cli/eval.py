@@ -20,6 +20,8 @@ def eval_command(
     index_kind: str = typer.Option("flat", "--index", help="Index kind for a new collection."),
     data_dir: Path = typer.Option(None, help="Data directory (default RRS_DATA_DIR)."),
     device: str = typer.Option("auto", help="Embedding device."),
+    attention_temperature: float = typer.Option(
+        None, min=0.01, help="TempScale attention temperature (default RRS_EMBED_ATTENTION_TEMPERATURE, 1)."),
     k: int = typer.Option(100, min=10, help="Candidates retrieved per query."),
     bm25: bool = typer.Option(True, "--bm25/--no-bm25", help="Score the BM25 baseline in the same run."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
@@ -34,14 +36,16 @@ def eval_command(
 
     from indexing.evaluation import evaluate
     from models.embedder import load_embedder
+    from models.embedder.tempscale import space_id
     from service.settings import Settings
 
     if not (dataset / "corpus.jsonl").exists():
         typer.echo(f"error: {dataset} is not a BEIR folder (no corpus.jsonl)", err=True)
         raise typer.Exit(2)
     settings = Settings()
-    model_name = model or settings.embed_model
-    encoder = load_embedder(model_name, device=device)
+    temperature = settings.embed_attention_temperature if attention_temperature is None else attention_temperature
+    encoder = load_embedder(model or settings.embed_model, device=device, attention_temperature=temperature)
+    model_name = space_id(model or settings.embed_model, temperature)
     extra_stages = []
     if rerank:
         from benchmarks.rerank import eval_rerank_stage

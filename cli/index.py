@@ -30,6 +30,8 @@ def index(
     metric: str = typer.Option("cosine", help="cosine | ip | l2"),
     data_dir: Path = typer.Option(None, help="Data directory (default RRS_DATA_DIR, as the server)."),
     device: str = typer.Option("auto", help="Embedding device."),
+    attention_temperature: float = typer.Option(
+        None, min=0.01, help="TempScale attention temperature (default RRS_EMBED_ATTENTION_TEMPERATURE, 1)."),
     batch_size: int = typer.Option(64, min=1, help="Texts per embedding forward pass."),
     chunk_size: int = typer.Option(1024, min=1, help="Records read, embedded and committed at a time."),
     limit: int = typer.Option(None, min=1, help="Stop after this many input records."),
@@ -39,11 +41,13 @@ def index(
     from indexing.batch import index_file
     from indexing.errors import IndexingError
     from models.embedder import load_embedder
+    from models.embedder.tempscale import space_id
     from service.settings import Settings
 
     settings = Settings()
-    model_name = model or settings.embed_model
-    encoder = load_embedder(model_name, device=device)
+    temperature = settings.embed_attention_temperature if attention_temperature is None else attention_temperature
+    encoder = load_embedder(model or settings.embed_model, device=device, attention_temperature=temperature)
+    model_name = space_id(model or settings.embed_model, temperature)
     try:
         report = index_file(
             data_dir or settings.data_dir,

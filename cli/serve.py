@@ -15,6 +15,8 @@ def serve(
     host: str = typer.Option(None, help="Bind address (RRS_HOST)."),
     port: int = typer.Option(None, help="Port (RRS_PORT)."),
     embed_model: str = typer.Option(None, help="Embedding model name or path (RRS_EMBED_MODEL)."),
+    embed_attention_temperature: float = typer.Option(
+        None, help="TempScale attention temperature of the embedder (RRS_EMBED_ATTENTION_TEMPERATURE)."),
     rerank_model: str = typer.Option(None, help="Reranker LLM name, path or GGUF (RRS_RERANK_MODEL)."),
     data_dir: Path = typer.Option(None, help="Where collections live (RRS_DATA_DIR)."),
     max_batch_tokens: int = typer.Option(None, help="Token budget per batch (RRS_MAX_BATCH_TOKENS)."),

@@ -53,6 +53,18 @@ class IndexReport:
         return self.indexed / self.seconds if self.seconds > 0 else 0.0
 
 
+def same_space(stored: str, given: str) -> bool:
+    """Two model names of one vector space: equal up to the hub owner or folder they are given with.
+
+    `sentence-transformers/all-MiniLM-L6-v2`, `all-MiniLM-L6-v2` and a local folder of that name
+    match; another model, or the same one at another TempScale temperature, does not.
+    """
+    def base(name: str) -> str:
+        return name.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+
+    return base(stored) == base(given)
+
+
 def detect_format(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if ".parquet" in suffixes or ".pq" in suffixes:
@@ -97,6 +109,15 @@ def _raw_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL file, split on newlines only.
+
+    Not `str.splitlines()`: that also splits at U+2028, U+0085 and other separators that JSON
+    strings may hold raw (MS MARCO passages do), cutting a record in two.
+    """
+    return list(_raw_rows(Path(path), "jsonl"))
 
 
 def read_documents(
@@ -196,6 +217,12 @@ def index_file(
                 coll.close(snapshot=False)
                 raise InvalidDocument(
                     f"collection: {collection!r} has dimension {coll.config.dim}, the encoder {encoder.dim}"
+                )
+            if not same_space(coll.config.model, model_name or encoder.name):
+                coll.close(snapshot=False)
+                raise InvalidDocument(
+                    f"collection: {collection!r} holds vectors of {coll.config.model!r}, the encoder writes "
+                    f"{model_name or encoder.name!r}; index into a new collection"
                 )
         else:
             config = CollectionConfig(collection, model_name or encoder.name, encoder.dim, metric, index_kind)

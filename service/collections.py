@@ -7,7 +7,6 @@ Indexing-layer errors are mapped here, once, onto the service's error hierarchy.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,6 +18,7 @@ import anyio
 import faiss
 import numpy as np
 
+from indexing.batch import read_jsonl
 from indexing.calibration.serving import (
     attach_stored_calibration,
     calibration_removed,
@@ -107,6 +107,8 @@ class CollectionService:
         if self.settings.demo_collection:
             if self.settings.demo_collection_name not in self.catalog.names():
                 await self.index_demo()
+            elif await self._demo_in_another_space():
+                await self.index_demo()
             else:
                 await self._calibrate_existing_demo()
         self.opened = True
@@ -116,14 +118,30 @@ class CollectionService:
 
     async def index_demo(self) -> None:
         """Create and fill the demo collection from the shipped corpus, so a search answers at once."""
-        rows = [json.loads(line) for line in DEMO_CORPUS.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(DEMO_CORPUS)
         await self.create(
-            CollectionConfig(self.settings.demo_collection_name, self.embedding.model_name, self.embedding.dim)
+            CollectionConfig(self.settings.demo_collection_name, self.embedding.space, self.embedding.dim)
         )
         docs = [DocumentIn(id=r["id"], text=r["text"], metadata=r.get("metadata", {})) for r in rows]
         await self.upsert(self.settings.demo_collection_name, docs)
         log.info("indexed the demo collection %r (%d documents)", self.settings.demo_collection_name, len(docs))
         await self._install_demo_calibration(self.collection(self.settings.demo_collection_name))
+
+    async def _demo_in_another_space(self) -> bool:
+        """A demo embedded by another model or TempScale temperature is rebuilt (it is shipped data).
+
+        Its text searches would otherwise be refused (or, worse, compare vectors of two spaces).
+        """
+        try:
+            coll = self.catalog.get(self.settings.demo_collection_name)
+        except IndexingError:
+            return False
+        if coll.config.model in self.embedding.space_aliases and coll.config.dim == self.embedding.dim:
+            return False
+        log.warning("demo collection was embedded as %r, the server embeds as %r: rebuilding it",
+                    coll.config.model, self.embedding.space)
+        await self.delete(self.settings.demo_collection_name)
+        return True
 
     async def _calibrate_existing_demo(self) -> None:
         """Give a demo collection left by an older rrs the shipped calibration it was created without.
@@ -220,11 +238,11 @@ class CollectionService:
         return out
 
     def _check_embeddable(self, coll: Collection, field: str) -> None:
-        if coll.config.model not in self.embedding.aliases or coll.config.dim != self.embedding.dim:
+        if coll.config.model not in self.embedding.space_aliases or coll.config.dim != self.embedding.dim:
             raise InvalidRequest(
                 f"{field}: collection {coll.name!r} uses model {coll.config.model!r} "
                 f"(dim {coll.config.dim}), "
-                f"not the served {self.embedding.model_name!r}; send vectors instead of text"
+                f"not the served {self.embedding.space!r}; send vectors instead of text"
             )
 
     async def delete_documents(self, name: str, ids: list[str]) -> int:

@@ -12,6 +12,7 @@ import anyio
 import numpy as np
 
 from models.embedder import SentenceTransformerEmbedder, TokenizedText, load_embedder
+from models.embedder.tempscale import space_id
 from models.embedder.torch import InputTooLong, Truncate, truncate_dimensions
 from service.batching import TokenBudgetBatcher
 from service.errors import InvalidRequest, NotFound, PayloadTooLarge
@@ -70,9 +71,19 @@ class EmbeddingService:
         self.settings = settings
         self.metrics = metrics
         self.embedder = embedder or load_embedder(settings.embed_model, settings.embed_device,
-                                                  settings.embed_dtype)
+                                                  settings.embed_dtype, settings.embed_attention_temperature)
+        if self.embedder.attention_temperature != settings.embed_attention_temperature:
+            raise ValueError(
+                f"embed_attention_temperature: the settings say {settings.embed_attention_temperature:g}, "
+                f"the embedder given runs at {self.embedder.attention_temperature:g}"
+            )
         self.model_name = settings.embed_model
+        # Names a request's `model` may use; TempScale is the operator's choice and keeps them.
         self.aliases = {self.model_name, self.model_name.split("/")[-1], self.embedder.name}
+        # Names of the vector space stored vectors must come from before text is embedded beside them.
+        temperature = self.embedder.attention_temperature
+        self.space = space_id(self.model_name, temperature)
+        self.space_aliases = {space_id(name, temperature) for name in self.aliases}
         self.cache = QueryEmbeddingCache(settings.query_cache_size, metrics)
         self.batcher: TokenBudgetBatcher[TokenizedText] = TokenBudgetBatcher(
             "embed", self.embedder.embed_tokenized, metrics=metrics,

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     embed_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     embed_device: str = "auto"
     embed_dtype: str = "auto"
+    embed_attention_temperature: float = Field(
+        1.0, gt=0, le=10, description="TempScale: divide the embedder's attention logits by this (< 1 sharpens "
+        "attention against length-induced collapse on long inputs; 1 is the model as trained). Collections "
+        "record it: text is only embedded into collections made at the same temperature."
+    )
     allow_untrained_truncation: bool = Field(
         False, description="Allow `dimensions` on models not trained for Matryoshka truncation."
     )

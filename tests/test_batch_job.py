@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from indexing.batch import index_file, read_documents
+from indexing.batch import index_file, read_documents, read_jsonl
 from indexing.collection import Collection
 from indexing.errors import InvalidDocument
 
@@ -23,6 +23,20 @@ def test_beir_corpus_reads_as_is_with_title_prepended():
     assert docs[0].text == "Honey bees Honey bees pollinate crops and flowers while collecting nectar."
     assert docs[1].text.startswith("Bumblebees")  # empty title: text alone
     assert docs[0].metadata == {"title": "Honey bees"}
+
+
+def test_jsonl_records_keep_raw_unicode_line_separators(tmp_path: Path):
+    """U+2028/U+0085 are legal raw inside JSON strings (MS MARCO has them); only newlines end a record."""
+    path = tmp_path / "q.jsonl"
+    texts = ["one\u2028two", "three\x85four", "five"]
+    path.write_text("\n".join(json.dumps({"_id": str(i), "text": t}, ensure_ascii=False) for i, t in
+                              enumerate(texts)) + "\n\n", encoding="utf-8")
+    assert "\u2028" in path.read_text(encoding="utf-8")  # written raw, not escaped
+    assert [r["text"] for r in read_jsonl(path)] == texts
+    assert [d.text for c in read_documents(path) for d in c] == texts
+    path.write_text('{"_id": "1", "text": "ok"}\n{"_id": 2, "text": \n', encoding="utf-8")
+    with pytest.raises(InvalidDocument, match="line 2 of q.jsonl"):
+        read_jsonl(path)
 
 
 def test_csv_and_parquet_with_named_fields(tmp_path: Path):

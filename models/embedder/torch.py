@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from models.device import pick_device, pick_dtype
+from models.embedder.tempscale import apply_attention_temperature, check_temperature, space_id, split_space
 from models.resolve import ResolvedModel, resolve_model
 from models.safety import check_safe_weights
 
@@ -61,7 +62,8 @@ def _trained_for_truncation(model_dir: Path) -> bool:
 class SentenceTransformerEmbedder:
     """One loaded sentence-transformers model plus the facts the server needs about it."""
 
-    def __init__(self, resolved: ResolvedModel, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(self, resolved: ResolvedModel, device: str = "auto", dtype: str = "auto",
+                 attention_temperature: float = 1.0) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.name = resolved.name
@@ -75,6 +77,11 @@ class SentenceTransformerEmbedder:
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
         self.model.eval()
+        self.attention_temperature = check_temperature(attention_temperature)
+        if self.attention_temperature != 1.0:
+            changed = apply_attention_temperature(self.model, self.attention_temperature)
+            log.info("TempScale: attention temperature %g in %d attention modules", self.attention_temperature,
+                     changed)
         self.tokenizer = self.model.tokenizer
         self.dim = int(self.model.get_embedding_dimension())
         self.max_seq_length = int(self.model.max_seq_length)
@@ -86,6 +93,11 @@ class SentenceTransformerEmbedder:
         # We tokenize untruncated on purpose (to count and report real lengths), then cut ourselves.
         self.tokenizer.model_max_length = 1 << 30
         self._wants_token_types = "token_type_ids" in self.tokenizer.model_input_names
+
+    @property
+    def space(self) -> str:
+        """The vector space this embedder writes: the model name, tagged when TempScale is on."""
+        return space_id(self.name, self.attention_temperature)
 
     # -- tokenization -------------------------------------------------------------------------
     def prompt_for(self, input_type: str | None) -> str:
@@ -161,7 +173,15 @@ def truncate_dimensions(vectors: np.ndarray, dimensions: int | None, renormalize
     return cut.astype(np.float32, copy=False)
 
 
-def load_embedder(name: str, device: str = "auto", dtype: str = "auto") -> SentenceTransformerEmbedder:
+def load_embedder(name: str, device: str = "auto", dtype: str = "auto",
+                  attention_temperature: float = 1.0) -> SentenceTransformerEmbedder:
     resolved = resolve_model(name)
     log.info("loading embedder %s from %s (%s)", name, resolved.path, resolved.source)
-    return SentenceTransformerEmbedder(resolved, device=device, dtype=dtype)
+    return SentenceTransformerEmbedder(resolved, device=device, dtype=dtype,
+                                       attention_temperature=attention_temperature)
+
+
+def load_space_embedder(space: str, device: str = "auto", dtype: str = "auto") -> SentenceTransformerEmbedder:
+    """The embedder that writes the vector space a collection records (model + TempScale temperature)."""
+    model, temperature = split_space(space)
+    return load_embedder(model, device=device, dtype=dtype, attention_temperature=temperature)

@@ -41,7 +41,7 @@ async def create_collection(
 ) -> CollectionInfo:
     config = CollectionConfig(
         body.name,
-        body.model or service.embedding.model_name,
+        body.model or service.embedding.space,
         body.dimension or service.embedding.dim,
         body.metric,
         body.index,
