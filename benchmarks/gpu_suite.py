@@ -437,6 +437,45 @@ def rerank_engines(doc_counts: tuple[int, ...] = (100, 1000), groups: int = 8, d
     return rows
 
 
+NORMALIZER_OPTIONS = {"softmax": {}, "ssmax": {"ssmax_s": 0.7}, "sigmoid": {"sigmoid_bias": -3.0},
+                      "softpick": {"softpick_eps": 1e-6}}
+
+
+@section("attention_normalizers")
+def attention_normalizers(total: int, prefix_len: int) -> list[dict[str, Any]]:
+    """The research normalisers: bf16 error against float64, and time against softmax on the same batch."""
+    from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
+
+    rows = []
+    for dim, heads, kv_heads in [(128, 32, 8), (64, 32, 8)]:
+        batch = shared_prefix_batch(total, prefix_len, heads, kv_heads, dim, torch.bfloat16, seed=total + dim)
+        cu, max_len = batch["cu"], max(batch["lengths"])
+        flops = attention_flops(batch["lengths"], prefix_len, heads, dim)
+        small = slice(0, int(batch["cu"][4]))  # the first 4 sequences, for the float64 reference
+        softmax_ms = None
+        for name, options in NORMALIZER_OPTIONS.items():
+            def run(b: dict[str, Any] = batch, n: str = name, o: dict = options) -> torch.Tensor:
+                return varlen_prefix_attention_triton(b["q"], b["k"], b["v"], cu, max_len, causal=True,
+                                                      prefix_k=b["pk"], prefix_v=b["pv"], cu_prefix_lens=b["cu_p"],
+                                                      normalizer=n, **o)
+
+            out = run()
+            ms = bench_ms(run)
+            softmax_ms = ms if name == "softmax" else softmax_ms
+            ref = varlen_prefix_attention_reference(
+                batch["q"][small].double(), batch["k"][small].double(), batch["v"][small].double(), cu[:5],
+                causal=True, prefix_k=batch["pk"].double(), prefix_v=batch["pv"].double(),
+                cu_prefix_lens=batch["cu_p"], normalizer=name, **options)
+            err = float((out[small].double() - ref).norm() / ref.norm())
+            rows.append({"dim": dim, "normalizer": name, "suffix_tokens": sum(batch["lengths"]), "ms": ms,
+                         "tflops": flops / ms / 1e9, "x_softmax_time": ms / softmax_ms, "bf16_rel_err": err,
+                         "nan": int(out.isnan().sum())})
+            print(json.dumps(rows[-1]), flush=True)
+        batch.clear()
+        torch.cuda.empty_cache()
+    return rows
+
+
 def markdown(results: dict[str, Any]) -> str:
     dev = results["sections"].get("device", {})
     ceil = results["sections"].get("ceilings", {})
@@ -462,6 +501,11 @@ def markdown(results: dict[str, Any]) -> str:
     for r in results["sections"].get("attention_correctness") or []:
         lines.append(f"| {r['dtype']} | {r['dim']} | {r['heads']}/{r['kv_heads']} | {r['causal']} | "
                      f"{r['prefix_groups']} | {r['rel_err']:.2e} | {r['nan']} |")
+    lines += ["", "| normaliser | d | suffix tokens | ms | TFLOP/s | time x softmax | bf16 rel err | NaN |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in results["sections"].get("attention_normalizers") or []:
+        lines.append(f"| {r['normalizer']} | {r['dim']} | {r['suffix_tokens']} | {r['ms']:.3f} | {r['tflops']:.0f} | "
+                     f"{r['x_softmax_time']:.2f} | {r['bf16_rel_err']:.2e} | {r['nan']} |")
     lines += ["", "| queries | docs | k | FAISS CPU ms | kernel fp32 ms (x) recall | torch fp32 ms (x) recall "
               "| kernel fp16 ms (x) recall |", "|---|---|---|---|---|---|---|"]
     for r in results["sections"].get("topk") or []:
@@ -508,6 +552,8 @@ def main() -> None:
         attention_speed([int(x) for x in args.totals.split(",")], args.prefix)
     if "correctness" not in skip:
         attention_correctness()
+    if "normalizers" not in skip:
+        attention_normalizers(65536, args.prefix)
     if "topk" not in skip:
         topk_search(args.docs, args.dim)
     if "rerank" not in skip:

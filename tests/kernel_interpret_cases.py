@@ -94,6 +94,13 @@ FA4_CASES = [c for c in ATTENTION_CASES if c[0] in (
     "d64_gqa4_causal_prefix_fp32", "d128_gqa8_causal_fp16", "d64_gqa4_full_prefix_fp16", "d64_gqa3_causal_prefix_fp32")]
 FA4_SPIKY = ("d64_gqa4_causal_prefix_fp32", "d128_gqa8_causal_fp16")
 
+# The other attention normalisers (research options), each with a non-default parameter so its
+# plumbing is checked too; softpick also on spiky queries (its running max moves mid-stream).
+NORMALIZER_OPTIONS = {"ssmax": {"ssmax_s": 0.7}, "sigmoid": {"sigmoid_bias": -3.0}, "softpick": {"softpick_eps": 1e-6}}
+NORMALIZER_BASES = ("d64_gqa4_causal_prefix_fp32", "d64_gqa8_full_prefix2_fp32", "d64_gqa4_full_prefix_fp16")
+NORMALIZER_RUNS = [(f"{n}_{c}", c, n, 1.0) for n in NORMALIZER_OPTIONS for c in NORMALIZER_BASES]
+NORMALIZER_RUNS.append(("softpick_d64_gqa4_causal_prefix_fp32_spiky", "d64_gqa4_causal_prefix_fp32", "softpick", 6.0))
+
 # (name, queries, corpus rows, dim, k, dtype, duplicate corpus)
 TOPK_CASES = [
     ("q5_n300_d96_k10_fp32", 5, 300, 96, 10, torch.float32, False),
@@ -122,13 +129,16 @@ def run_attention(kernel: str = "pointer") -> dict[str, dict[str, float]]:
     from kernels.attention.varlen_fwd_tma import varlen_prefix_attention_tma
 
     launch = varlen_prefix_attention_tma if kernel == "tma" else varlen_prefix_attention_triton
-    runs = [(i, case, 1.0) for i, case in enumerate(ATTENTION_CASES)]
+    runs = [(i, case, 1.0, {}) for i, case in enumerate(ATTENTION_CASES)]
     if kernel == "fa4":
-        runs = [(i, c, 1.0) for i, c in enumerate(ATTENTION_CASES) if c in FA4_CASES]
-        runs += [(i, c, 6.0) for i, c in enumerate(ATTENTION_CASES) if c[0] in FA4_SPIKY]
+        runs = [(i, c, 1.0, {}) for i, c in enumerate(ATTENTION_CASES) if c in FA4_CASES]
+        runs += [(i, c, 6.0, {}) for i, c in enumerate(ATTENTION_CASES) if c[0] in FA4_SPIKY]
+    if kernel == "normalizers":
+        index = {c[0]: i for i, c in enumerate(ATTENTION_CASES)}
+        runs = [(index[base], (run, *ATTENTION_CASES[index[base]][1:]), q_scale,
+                 {"normalizer": norm, **NORMALIZER_OPTIONS[norm]}) for run, base, norm, q_scale in NORMALIZER_RUNS]
     results = {}
-    for i, (name, dim, heads, kv_heads, causal, groups, dtype), q_scale in runs:
-        options = {}
+    for i, (name, dim, heads, kv_heads, causal, groups, dtype), q_scale, options in runs:
         if kernel == "fa4":
             options = {"lazy_rescale": True, "exp2_split": dtype != torch.float32}
             name = f"{name}_spiky" if q_scale != 1.0 else name
@@ -150,8 +160,9 @@ def run_attention(kernel: str = "pointer") -> dict[str, dict[str, float]]:
                           prefix_group=torch.randint(0, groups, (len(lengths),), generator=gen, dtype=torch.int32))
         out = torch.full_like(q, float("nan"))  # poisoned: an unwritten row stays NaN and fails
         launch(q, k, v, cu, max(lengths), causal=causal, out=out, **prefix, **options)
+        norm = {n: o for n, o in options.items() if n not in ("lazy_rescale", "exp2_split")}
         ref = varlen_prefix_attention_reference(
-            q.double(), k.double(), v.double(), cu, causal=causal,
+            q.double(), k.double(), v.double(), cu, causal=causal, **norm,
             **{n: (t.double() if t.is_floating_point() else t) for n, t in prefix.items()})
         results[name] = {"rel_err": _rel_err(out, ref), "nan": int(out.isnan().sum()), "tokens": total}
     return results
@@ -185,5 +196,6 @@ def run_topk() -> dict[str, dict[str, float]]:
 if __name__ == "__main__":
     which = sys.argv[1]
     runs = {"attention": run_attention, "attention_tma": lambda: run_attention("tma"),
-            "attention_fa4": lambda: run_attention("fa4"), "topk": run_topk}
+            "attention_fa4": lambda: run_attention("fa4"),
+            "attention_normalizers": lambda: run_attention("normalizers"), "topk": run_topk}
     print(json.dumps(runs[which]()))

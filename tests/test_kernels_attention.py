@@ -14,11 +14,11 @@ import torch
 
 from kernels import varlen_prefix_attention
 from kernels.attention.dispatch import resolve_backend
-from kernels.attention.reference import varlen_prefix_attention_reference
+from kernels.attention.reference import normalise_scores, varlen_prefix_attention_reference
 
 CASES_SCRIPT = Path(__file__).with_name("kernel_interpret_cases.py")
 sys.path.insert(0, str(CASES_SCRIPT.parent))
-from kernel_interpret_cases import ATTENTION_CASES, FA4_CASES, FA4_SPIKY  # noqa: E402
+from kernel_interpret_cases import ATTENTION_CASES, FA4_CASES, FA4_SPIKY, NORMALIZER_RUNS  # noqa: E402
 
 FP32_BOUND = 1e-5  # float32 arithmetic lands far under 1e-3 (METHOD.md); the kernel measures ~3e-7
 FP16_BOUND = 2e-3  # fp16 operands and fp16 probabilities into the second dot
@@ -50,6 +50,12 @@ def interpreted_fa4_results() -> dict[str, dict[str, float]]:
     return _interpret("attention_fa4")
 
 
+@pytest.fixture(scope="module")
+def interpreted_normalizer_results() -> dict[str, dict[str, float]]:
+    """The pointer kernel with the other attention normalisers (ssmax, sigmoid, softpick)."""
+    return _interpret("attention_normalizers")
+
+
 FA4_RUNS = [(c[0], c[-1]) for c in FA4_CASES] + [(f"{c[0]}_spiky", c[-1]) for c in ATTENTION_CASES if c[0] in FA4_SPIKY]
 
 
@@ -72,6 +78,55 @@ def test_tma_kernel_matches_float64_reference(interpreted_tma_results: dict, cas
 def test_fa4_softmax_options_match_float64_reference(interpreted_fa4_results: dict, name: str,
                                                     dtype: torch.dtype) -> None:
     _assert_case(interpreted_fa4_results[name], dtype)
+
+
+@pytest.mark.parametrize("run", NORMALIZER_RUNS, ids=[r[0] for r in NORMALIZER_RUNS])
+def test_attention_normalizers_match_float64_reference(interpreted_normalizer_results: dict, run: tuple) -> None:
+    dtype = next(c[-1] for c in ATTENTION_CASES if c[0] == run[1])
+    _assert_case(interpreted_normalizer_results[run[0]], dtype)
+
+
+def test_reference_normalizers_by_their_defining_properties() -> None:
+    """Independent checks of the specification the kernel is held to."""
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(3, 7, 40, generator=gen, dtype=torch.float64)
+    visible = torch.ones(7, 40, dtype=torch.bool).tril(diagonal=33)  # rows see 34..40 keys
+    n = visible.sum(-1, keepdim=True).double()
+    softmax = normalise_scores(scores, visible)
+    # ssmax at s = 1/ln(n) is softmax (for a fixed n: one row at a time)
+    for row in range(7):
+        s = 1 / float(n[row].log())
+        got = normalise_scores(scores[:, row : row + 1], visible[row : row + 1], "ssmax", ssmax_s=s)
+        assert torch.allclose(got, softmax[:, row : row + 1], atol=1e-12)
+    # sigmoid: each key on its own, hidden keys get 0
+    sig = normalise_scores(scores, visible, "sigmoid", sigmoid_bias=-2.0)
+    assert torch.allclose(sig[..., visible], torch.sigmoid(scores[..., visible] - 2.0))
+    assert (sig[..., ~visible] == 0).all()
+    # softpick: all-negative scores attend nothing; weights sum to < 1 and follow relu(e^x - 1)
+    assert (normalise_scores(-scores.abs(), visible, "softpick") == 0).all()
+    pick = normalise_scores(scores, visible, "softpick")
+    assert (pick.sum(-1) < 1).all() and (pick[scores < 0] == 0).all() and (pick[..., ~visible] == 0).all()
+
+
+def test_dispatcher_runs_other_normalizers_on_the_reference_off_gpu() -> None:
+    q, k, v, cu = _packed([9, 30], 4, 2, 32, seed=6)
+    got = varlen_prefix_attention(q, k, v, cu, 30, causal=True, normalizer="sigmoid", sigmoid_bias=-1.0)
+    want = varlen_prefix_attention_reference(q, k, v, cu, causal=True, normalizer="sigmoid", sigmoid_bias=-1.0)
+    assert torch.equal(got, want)
+    assert not torch.allclose(got, varlen_prefix_attention(q, k, v, cu, 30, causal=True))
+    with pytest.raises(ValueError, match="normalizer"):
+        varlen_prefix_attention(q, k, v, cu, 30, normalizer="relu")
+
+
+def test_kernel_refuses_softmax_tricks_with_other_normalizers_and_unknown_names() -> None:
+    from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
+
+    q = torch.randn(4, 2, 64)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    with pytest.raises(ValueError, match="softmax tricks"):
+        varlen_prefix_attention_triton(q, q, q, cu, 4, normalizer="softpick", lazy_rescale=True)
+    with pytest.raises(ValueError, match="normalizer"):
+        varlen_prefix_attention_triton(q, q, q, cu, 4, normalizer="relu")
 
 
 def test_split_exp2_is_refused_for_fp32() -> None:

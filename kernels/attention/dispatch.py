@@ -54,24 +54,30 @@ def varlen_prefix_attention(
     cu_prefix_lens: torch.Tensor | None = None,
     prefix_group: torch.Tensor | None = None,
     backend: AttentionBackend = "auto",
+    normalizer: str = "softmax",
+    **normalizer_options: float,
 ) -> torch.Tensor:
     """Attention over packed sequences (q: (tokens, heads, d); k, v: (tokens, kv_heads, d)).
 
     Each sequence i attends its own keys (causally if `causal`) and, when `prefix_k` is given,
-    all keys of prefix group `prefix_group[i]` (default 0), placed before its own.
+    all keys of prefix group `prefix_group[i]` (default 0), placed before its own. `normalizer`
+    (softmax, ssmax, sigmoid, softpick; options `ssmax_s`, `sigmoid_bias`, `softpick_eps`) is for
+    research on attention variants: SDPA has only softmax, so the others take the reference off GPU.
     """
     chosen = resolve_backend(backend, q)
+    if chosen == "sdpa" and normalizer != "softmax":
+        chosen = "reference"
     prefix = dict(prefix_k=prefix_k, prefix_v=prefix_v, cu_prefix_lens=cu_prefix_lens,
                   prefix_group=prefix_group)
     if chosen == "triton":
         from kernels.attention.varlen_fwd import varlen_prefix_attention_triton
 
         return varlen_prefix_attention_triton(q, k, v, cu_seqlens.to(torch.int32), max_seqlen,
-                                              causal=causal, sm_scale=sm_scale,
-                                              **_int32_indices(prefix))
+                                              causal=causal, sm_scale=sm_scale, normalizer=normalizer,
+                                              **normalizer_options, **_int32_indices(prefix))
     if chosen == "reference":
         return varlen_prefix_attention_reference(q, k, v, cu_seqlens, causal=causal, sm_scale=sm_scale,
-                                                 **prefix)
+                                                 normalizer=normalizer, **normalizer_options, **prefix)
     return varlen_prefix_attention_sdpa(q, k, v, cu_seqlens, causal=causal, sm_scale=sm_scale, **prefix)
 
 

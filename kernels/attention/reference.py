@@ -2,8 +2,9 @@
 
 `varlen_prefix_attention_reference` states the function the kernel computes, one sequence at a
 time with an explicit score matrix: the specification the tests hold the kernel to (run it on
-float64 inputs). `varlen_prefix_attention_sdpa` computes the same function through
-`scaled_dot_product_attention`, sequence by sequence: the dispatcher's exact path on CPU.
+float64 inputs), for softmax and the other attention normalisers the kernel takes.
+`varlen_prefix_attention_sdpa` computes the softmax function through `scaled_dot_product_attention`,
+sequence by sequence: the dispatcher's exact path on CPU.
 """
 
 from __future__ import annotations
@@ -39,13 +40,42 @@ def _visible(q_len: int, plen: int, causal: bool, device: torch.device) -> torch
     return torch.cat([torch.ones(q_len, plen, dtype=torch.bool, device=device), own], dim=1)
 
 
+def normalise_scores(scores: torch.Tensor, visible: torch.Tensor, normalizer: str = "softmax", *,
+                     ssmax_s: float = 1.0, sigmoid_bias: float = 0.0, softpick_eps: float = 1e-6) -> torch.Tensor:
+    """Attention weights from scaled scores (..., queries, keys) and the keys each query may see.
+
+    - softmax: the usual.
+    - ssmax (Scalable-Softmax, Nakanishi 2025): softmax of scores * s * ln(n), n = keys the query sees,
+      so attention does not flatten as the context grows.
+    - sigmoid (FlashSigmoid, Ramapuram et al. 2024): sigmoid(score + b) per key, no normalisation
+      across keys (b = -ln(n) is that paper's choice for a length-n sequence).
+    - softpick (Zuhri et al. 2025): relu(e^x - 1) / (sum_j |e^x_j - 1| + eps): weights may all be 0
+      (no attention sink needed) and need not sum to 1.
+    """
+    if normalizer == "softmax":
+        return scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
+    if normalizer == "ssmax":
+        n = visible.sum(dim=-1, keepdim=True).to(scores.dtype)
+        return (scores * ssmax_s * n.log()).masked_fill(~visible, float("-inf")).softmax(dim=-1)
+    if normalizer == "sigmoid":
+        return torch.sigmoid(scores + sigmoid_bias) * visible
+    if normalizer == "softpick":
+        e = torch.expm1(scores) * visible
+        return e.clamp(min=0) / (e.abs().sum(dim=-1, keepdim=True) + softpick_eps)
+    raise ValueError(f"normalizer: {normalizer!r} is not one of softmax, ssmax, sigmoid, softpick")
+
+
 def varlen_prefix_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, *,
     causal: bool = True, sm_scale: float | None = None,
     prefix_k: torch.Tensor | None = None, prefix_v: torch.Tensor | None = None,
     cu_prefix_lens: torch.Tensor | None = None, prefix_group: torch.Tensor | None = None,
+    normalizer: str = "softmax", **normalizer_options: float,
 ) -> torch.Tensor:
-    """softmax(q k^T * scale + mask) v per sequence, keys = its prefix group's then its own; GQA by repeat."""
+    """normalise(q k^T * scale, mask) v per sequence, keys = its prefix group's then its own; GQA by repeat.
+
+    `normalizer` and its options as in `normalise_scores` (softmax by default).
+    """
     heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
     scale = sm_scale if sm_scale is not None else head_dim ** -0.5
     prefix_bounds = _seq_bounds(cu_prefix_lens) if cu_prefix_lens is not None else None
@@ -60,8 +90,8 @@ def varlen_prefix_attention_reference(
         vs = vs.repeat_interleave(heads // kv_heads, dim=1)
         scores = torch.einsum("qhd,khd->hqk", q[start:end], ks) * scale
         visible = _visible(end - start, plen, causal, q.device)
-        scores = scores.masked_fill(~visible, float("-inf"))
-        out[start:end] = torch.einsum("hqk,khd->qhd", scores.softmax(dim=-1), vs)
+        weights = normalise_scores(scores, visible, normalizer, **normalizer_options)
+        out[start:end] = torch.einsum("hqk,khd->qhd", weights, vs)
     return out
 
 

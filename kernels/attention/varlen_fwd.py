@@ -33,6 +33,9 @@ _NO_MASK = 0  # every key column of every block is valid (full blocks left of th
 _BOUNDS = 1  # the last block may run past the keys' end
 _CAUSAL = 2  # diagonal blocks: key position <= query position (and in bounds)
 
+# Attention normalisers (NORMALIZER), for research users; pretrained models use softmax.
+NORMALIZERS = ("softmax", "ssmax", "sigmoid", "softpick")
+
 
 def _hopper_configs() -> list[triton.Config]:
     """Candidate tilings for H100/H200; autotune picks per (head_dim, causal, prefix) key."""
@@ -111,10 +114,56 @@ def _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION: tl.con
 
 
 @triton.jit
+def _sigmoid_update(acc, qk, v, qk_scale, bias2, DOT_PRECISION: tl.constexpr):
+    """Sigmoid attention (FlashSigmoid): acc += sigmoid(s * scale + b) v, rows not normalised.
+
+    In base 2: sigmoid(z) = 1 / (1 + 2^(-z log2 e)); masked scores (-inf) give 1 / inf = 0. With no
+    running max or sum, the prefix and the sequence's own keys merge by plain addition.
+    """
+    p = 1.0 / (1.0 + tl.exp2(-(qk * qk_scale + bias2)))
+    return tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _softpick_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION: tl.constexpr):
+    """Softpick: relu(e^x - 1) / (sum |e^x - 1| + eps), kept online against a running max m >= 0.
+
+    e^x - 1 = e^m (e^(x-m) - e^-m): numerator and denominator both carry e^m, so they rescale like
+    softmax's; m starts at 0 (not -inf), which keeps e^-m <= 1 for rows of very negative scores.
+    Masked keys contribute nothing (not |0 - 1|), so they are zeroed explicitly.
+    """
+    x = qk * qk_scale
+    m_new = tl.maximum(m_i, tl.max(x, 1))
+    alpha = tl.exp2(m_i - m_new)
+    e = tl.exp2(x - m_new[:, None]) - tl.exp2(-m_new)[:, None]
+    e = tl.where(x == float("-inf"), 0.0, e)
+    acc = tl.dot(tl.maximum(e, 0.0).to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+    return acc, l_i * alpha + tl.sum(tl.abs(e), 1), m_new
+
+
+@triton.jit
+def _normalised_update(acc, l_i, m_i, qk, v, qk_scale, norm_param, DOT_PRECISION: tl.constexpr,
+                       LAZY_RESCALE: tl.constexpr, EXP2_SPLIT: tl.constexpr, NORMALIZER: tl.constexpr):
+    """Fold one block of masked raw scores in, with the normaliser chosen at compile time."""
+    if NORMALIZER == 0:
+        acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION,
+                                               LAZY_RESCALE, EXP2_SPLIT)
+    elif NORMALIZER == 1:  # Scalable-Softmax: qk_scale is a per-row vector (s log n of each row)
+        acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, qk * qk_scale[:, None], v, 1.0, DOT_PRECISION,
+                                               LAZY_RESCALE, EXP2_SPLIT)
+    elif NORMALIZER == 2:
+        acc = _sigmoid_update(acc, qk, v, qk_scale, norm_param, DOT_PRECISION)
+    else:
+        acc, l_i, m_i = _softpick_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION)
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, lo, hi, n_limit,
                        offs_m, offs_d, qk_scale,
                        BLOCK_N: tl.constexpr, MASK_MODE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                       LAZY_RESCALE: tl.constexpr = False, EXP2_SPLIT: tl.constexpr = False):
+                       LAZY_RESCALE: tl.constexpr = False, EXP2_SPLIT: tl.constexpr = False,
+                       NORMALIZER: tl.constexpr = 0, norm_param=0.0):
     """Online-softmax update of (acc, l_i, m_i) with key blocks [lo, hi) of one key range."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -132,8 +181,8 @@ def _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, l
         if MASK_MODE == 2:
             keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_limit)
             qk = tl.where(keep, qk, float("-inf"))
-        acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, qk, v, qk_scale, DOT_PRECISION,
-                                               LAZY_RESCALE, EXP2_SPLIT)
+        acc, l_i, m_i = _normalised_update(acc, l_i, m_i, qk, v, qk_scale, norm_param, DOT_PRECISION,
+                                           LAZY_RESCALE, EXP2_SPLIT, NORMALIZER)
     return acc, l_i, m_i
 
 
@@ -169,15 +218,22 @@ def _load_q_tile(Q, seq_start, seq_len, m_start, first_head, heads_per_tile, str
 
 
 @triton.jit
-def _store_o_tile(Out, acc, l_i, seq_start, offs_m, heads, row_ok, stride_ot, stride_oh, HEAD_DIM: tl.constexpr):
-    """Normalise by the softmax row sums and scatter the tile's rows back to (tokens, heads, d)."""
-    out = acc / l_i[:, None]
+def _store_o_tile(Out, acc, l_i, seq_start, offs_m, heads, row_ok, stride_ot, stride_oh, HEAD_DIM: tl.constexpr,
+                  NORMALIZER: tl.constexpr = 0, m_i=None, norm_param=0.0):
+    """Normalise by the row sums (softmax, ssmax; softpick with its eps) and scatter rows to (tokens, heads, d)."""
+    if NORMALIZER == 2:  # sigmoid: no normalisation
+        out = acc
+    elif NORMALIZER == 3:  # softpick's eps (norm_param) against sums held in units of e^m
+        out = acc / (l_i + norm_param * tl.exp2(-m_i))[:, None]
+    else:
+        out = acc / l_i[:, None]
     o_off = (seq_start + offs_m[:, None]) * stride_ot + heads[:, None].to(tl.int64) * stride_oh
     tl.store(Out + o_off + tl.arange(0, HEAD_DIM)[None, :], out.to(Out.dtype.element_ty), mask=row_ok)
 
 
 @triton.autotune(configs=_hopper_configs(),
-                 key=["HEAD_DIM", "IS_CAUSAL", "HAS_PREFIX", "DOT_PRECISION", "LAZY_RESCALE", "EXP2_SPLIT"])
+                 key=["HEAD_DIM", "IS_CAUSAL", "HAS_PREFIX", "DOT_PRECISION", "LAZY_RESCALE", "EXP2_SPLIT",
+                      "NORMALIZER"])
 @triton.jit
 def _varlen_prefix_attention_fwd(
     Q, K, V, PK, PV, Out,
@@ -185,10 +241,10 @@ def _varlen_prefix_attention_fwd(
     sm_scale,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_pkt, stride_pkh, stride_pvt, stride_pvh, stride_ot, stride_oh,
-    num_kv_heads, heads_per_kv, heads_per_tile,
+    num_kv_heads, heads_per_kv, heads_per_tile, norm_param,
     HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr,
     DOT_PRECISION: tl.constexpr, LAZY_RESCALE: tl.constexpr, EXP2_SPLIT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    NORMALIZER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     seq, kv_head, first_head, seq_start, seq_len, m_start = _program_tile(
         cu_seqlens, num_kv_heads, heads_per_kv, heads_per_tile, BLOCK_M)
@@ -199,7 +255,11 @@ def _varlen_prefix_attention_fwd(
                                             stride_qt, stride_qh, BLOCK_M, HEAD_DIM)
     offs_d = tl.arange(0, HEAD_DIM)
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    # softpick keeps its running max >= 0 (see _softpick_update); the others start at -inf
+    if NORMALIZER == 3:
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     qk_scale = sm_scale * 1.4426950408889634  # softmax in base 2: exp(x) = exp2(x * log2(e))
@@ -208,15 +268,28 @@ def _varlen_prefix_attention_fwd(
         group = tl.load(prefix_group + seq)
         p_start = tl.load(cu_prefix_lens + group).to(tl.int64)
         p_len = (tl.load(cu_prefix_lens + group + 1) - tl.load(cu_prefix_lens + group)).to(tl.int32)
+    else:
+        p_len = 0
+    if NORMALIZER == 1:
+        # Scalable-Softmax: each row's logits times s * ln(n), n = the keys that row attends (ln 1 = 0
+        # would turn masked -inf into NaN; a one-key row's output is that key's value at any scale).
+        if IS_CAUSAL:
+            n_keys = offs_m + 1 + p_len
+        else:
+            n_keys = tl.zeros_like(offs_m) + seq_len + p_len
+        qk_scale = qk_scale * norm_param * tl.maximum(tl.log(n_keys.to(tl.float32)), 1e-6)
+    if HAS_PREFIX:
         pk_base = PK + p_start * stride_pkt + kv_head * stride_pkh
         pv_base = PV + p_start * stride_pvt + kv_head * stride_pvh
         p_full = (p_len // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, pk_base, pv_base, stride_pkt, stride_pvt,
                                            0, p_full, p_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
+                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT,
+                                           NORMALIZER, norm_param)
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, pk_base, pv_base, stride_pkt, stride_pvt,
                                            p_full, p_len, p_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 1, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
+                                           BLOCK_N, 1, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT,
+                                           NORMALIZER, norm_param)
 
     k_base = K + seq_start * stride_kt + kv_head * stride_kh
     v_base = V + seq_start * stride_vt + kv_head * stride_vh
@@ -227,21 +300,26 @@ def _varlen_prefix_attention_fwd(
         unmasked_end = (m_start // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
                                            0, unmasked_end, seq_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
+                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT,
+                                           NORMALIZER, norm_param)
         diag_end = tl.minimum(m_start + positions, seq_len)
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
                                            unmasked_end, diag_end, seq_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 2, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
+                                           BLOCK_N, 2, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT,
+                                           NORMALIZER, norm_param)
     else:
         full_end = (seq_len // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
                                            0, full_end, seq_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
+                                           BLOCK_N, 0, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT,
+                                           NORMALIZER, norm_param)
         acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
                                            full_end, seq_len, seq_len, offs_m, offs_d, qk_scale,
-                                           BLOCK_N, 1, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT)
+                                           BLOCK_N, 1, DOT_PRECISION, LAZY_RESCALE, EXP2_SPLIT,
+                                           NORMALIZER, norm_param)
 
-    _store_o_tile(Out, acc, l_i, seq_start, offs_m, heads, row_ok, stride_ot, stride_oh, HEAD_DIM)
+    _store_o_tile(Out, acc, l_i, seq_start, offs_m, heads, row_ok, stride_ot, stride_oh, HEAD_DIM, NORMALIZER, m_i,
+                  norm_param)
 
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -371,6 +449,10 @@ def varlen_prefix_attention_triton(
     config: triton.Config | None = None,
     lazy_rescale: bool = False,
     exp2_split: bool = False,
+    normalizer: str = "softmax",
+    ssmax_s: float = 1.0,
+    sigmoid_bias: float = 0.0,
+    softpick_eps: float = 1e-6,
 ) -> torch.Tensor:
     """Launch the kernel; shapes as in the module docstring. Returns (total_tokens, heads, head_dim).
 
@@ -379,9 +461,21 @@ def varlen_prefix_attention_triton(
     FlashAttention-4's two softmax tricks, off by default until a card shows they pay: `lazy_rescale`
     (move the running max only when it grows by more than 2^8) and `exp2_split` (half the
     exponentials by a polynomial on the FMA units; fp16/bf16 only).
+
+    `normalizer` (see `reference.normalise_scores` for the exact functions): "softmax"; "ssmax"
+    (Scalable-Softmax: logits times `ssmax_s` * ln(keys the row attends)); "sigmoid" (FlashSigmoid:
+    sigmoid(logit + `sigmoid_bias`), rows not normalised); "softpick" (relu(e^x - 1) over
+    sum |e^x - 1| + `softpick_eps`). The FA4 options apply to the softmax family only.
     """
     if exp2_split and q.dtype == torch.float32:
         raise ValueError("exp2_split is for fp16/bf16 inputs: fp32 keeps the exact exp2")
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f"normalizer: {normalizer!r} is not one of {', '.join(NORMALIZERS)}")
+    norm_id = NORMALIZERS.index(normalizer)
+    if norm_id >= 2 and (lazy_rescale or exp2_split):
+        raise ValueError(f"lazy_rescale/exp2_split are softmax tricks; {normalizer} has no running softmax")
+    norm_param = {0: 0.0, 1: float(ssmax_s), 2: float(sigmoid_bias) * 1.4426950408889634,
+                  3: float(softpick_eps)}[norm_id]
     total, num_heads, head_dim = q.shape
     a = prepare_launch(q, k, v, cu_seqlens, sm_scale, prefix_k, prefix_v, cu_prefix_lens, prefix_group,
                        heads_per_tile)
@@ -400,6 +494,6 @@ def varlen_prefix_attention_triton(
     if config is not None:  # the bare jit function with this tiling, bypassing autotune
         kernel = _varlen_prefix_attention_fwd.fn
         launch_options = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
-    kernel[grid](*a.arguments(q, k, v, out, cu_seqlens), **a.constants(head_dim, causal),
-                 LAZY_RESCALE=lazy_rescale, EXP2_SPLIT=exp2_split, **launch_options)
+    kernel[grid](*a.arguments(q, k, v, out, cu_seqlens), norm_param, **a.constants(head_dim, causal),
+                 LAZY_RESCALE=lazy_rescale, EXP2_SPLIT=exp2_split, NORMALIZER=norm_id, **launch_options)
     return out
