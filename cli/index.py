@@ -74,3 +74,9 @@ def index(
         f"{report.count} documents, index {report.built_kind}. A running server picks it up with "
         f"POST /v1/collections/{report.collection}/reload"
     )
+    if report.truncated:
+        typer.echo(
+            f"note: {report.truncated} documents are longer than the model reads ({encoder.max_seq_length} "
+            "tokens): they are stored whole but found by their start only; split them to index all of it",
+            err=True,
+        )

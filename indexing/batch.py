@@ -36,6 +36,11 @@ class DocumentEncoder(Protocol):
 
     def encode(self, texts: list[str], input_type: str | None = None, batch_size: int = 32) -> np.ndarray: ...
 
+    def encode_with_truncation(self, texts: list[str], input_type: str | None = None,
+                               batch_size: int = 32) -> tuple[np.ndarray, list[int]]:
+        """Vectors, and the positions of texts longer than the model reads (embedded from their start)."""
+        ...
+
 
 @dataclass
 class IndexReport:
@@ -43,6 +48,7 @@ class IndexReport:
     read: int = 0
     indexed: int = 0
     skipped: int = 0
+    truncated: int = 0  # indexed documents longer than the model reads: found by their start only
     seconds: float = 0.0
     count: int = 0
     built_kind: str = ""
@@ -253,13 +259,15 @@ def index_file(
                 todo = _dedupe([d for d in chunk if d.id not in existing])
                 report.skipped += len(chunk) - len(todo)
                 if todo:
-                    vectors = encoder.encode(
+                    vectors, cut = encoder.encode_with_truncation(
                         [d.text for d in todo], input_type="document", batch_size=batch_size
                     )
                     coll.upsert(todo, vectors)
                     report.indexed += len(todo)
+                    report.truncated += len(cut)
                 bar.update(len(chunk))
-                bar.set_postfix(indexed=report.indexed, skipped=report.skipped, refresh=False)
+                bar.set_postfix(indexed=report.indexed, skipped=report.skipped, truncated=report.truncated,
+                                refresh=False)
         finally:  # also on Ctrl-C: what the store holds gets a snapshot, and a rerun resumes from it
             bar.close()
             report.seconds = time.perf_counter() - started

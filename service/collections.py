@@ -192,7 +192,8 @@ class CollectionService:
             return self.catalog.get(name)
 
     # ---- documents ----
-    async def upsert(self, name: str, documents: list[DocumentIn]) -> list[str]:
+    async def upsert(self, name: str, documents: list[DocumentIn]) -> tuple[list[str], list[str]]:
+        """Store documents; returns their ids and the ids whose text was cut to the model's max length."""
         coll = self.collection(name)
         if len(documents) > self.settings.max_documents_per_upsert:
             raise PayloadTooLarge(
@@ -205,16 +206,20 @@ class CollectionService:
             if doc.id in seen:
                 raise InvalidRequest(f"documents[{i}].id: duplicate id {doc.id!r} in one request")
             seen.add(doc.id)
-        vectors = await self._document_vectors(coll, documents)
+        vectors, cut = await self._document_vectors(coll, documents)
         docs = [Document(d.id, d.text, d.metadata) for d in documents]
         with _mapped_errors():
             await self._in_worker(coll.upsert, docs, vectors)
-        return [d.id for d in documents]
+        return [d.id for d in documents], [documents[i].id for i in cut]
 
-    async def _document_vectors(self, coll: Collection, documents: list[DocumentIn]) -> np.ndarray:
-        """Given vectors where sent, embeddings of the text otherwise (one batched call per chunk)."""
+    async def _document_vectors(self, coll: Collection, documents: list[DocumentIn]) -> tuple[np.ndarray, list[int]]:
+        """Given vectors where sent, embeddings of the text otherwise (one batched call per chunk).
+
+        Also the positions whose text was longer than the model reads (embedded from its start).
+        """
         out = np.zeros((len(documents), coll.config.dim), dtype=np.float32)
         to_embed: list[int] = []
+        cut: list[int] = []
         for i, doc in enumerate(documents):
             if doc.vector is not None:
                 if len(doc.vector) != coll.config.dim:
@@ -235,7 +240,8 @@ class CollectionService:
                     [documents[i].text for i in rows], input_type="document", use_cache=False, bulk=True
                 )
                 out[rows] = result.vectors
-        return out
+                cut.extend(rows[j] for j in result.truncated)
+        return out, cut
 
     def _check_embeddable(self, coll: Collection, field: str) -> None:
         if coll.config.model not in self.embedding.space_aliases or coll.config.dim != self.embedding.dim:

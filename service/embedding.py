@@ -6,7 +6,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
@@ -29,6 +29,7 @@ class EmbedResult:
     vectors: np.ndarray  # (n, d) float32, L2-normalised when the model normalises
     prompt_tokens: int
     cache_hits: int = 0
+    truncated: list[int] = field(default_factory=list)  # inputs cut to the model's max length
 
 
 class QueryEmbeddingCache:
@@ -36,11 +37,12 @@ class QueryEmbeddingCache:
 
     def __init__(self, capacity: int, metrics: Metrics) -> None:
         self.capacity = capacity
-        self._data: OrderedDict[tuple, tuple[np.ndarray, int]] = OrderedDict()
+        self._data: OrderedDict[tuple, tuple[np.ndarray, int, bool]] = OrderedDict()
         self._lock = threading.Lock()
         self._metrics = metrics
 
-    def get(self, key: tuple) -> tuple[np.ndarray, int] | None:
+    def get(self, key: tuple) -> tuple[np.ndarray, int, bool] | None:
+        """(vector, tokens embedded, whether the text was cut to the model's max length)."""
         if self.capacity == 0:
             return None
         with self._lock:
@@ -50,11 +52,11 @@ class QueryEmbeddingCache:
         self._metrics.cache.labels("hit" if hit is not None else "miss").inc()
         return hit
 
-    def put(self, key: tuple, vector: np.ndarray, tokens: int) -> None:
+    def put(self, key: tuple, vector: np.ndarray, tokens: int, truncated: bool = False) -> None:
         if self.capacity == 0:
             return
         with self._lock:
-            self._data[key] = (vector, tokens)
+            self._data[key] = (vector, tokens, truncated)
             self._data.move_to_end(key)
             while len(self._data) > self.capacity:
                 self._data.popitem(last=False)
@@ -156,12 +158,13 @@ class EmbeddingService:
 
         vectors: list[np.ndarray | None] = [None] * len(texts)
         tokens = [0] * len(texts)
+        cut = [False] * len(texts)
         keys = [(self.model_name, input_type, truncate, t) for t in texts]
         if use_cache and input_type != "document":
             for i, key in enumerate(keys):
                 hit = self.cache.get(key)
                 if hit is not None:
-                    vectors[i], tokens[i] = hit
+                    vectors[i], tokens[i], cut[i] = hit
         missing = [i for i, v in enumerate(vectors) if v is None]
         hits = len(texts) - len(missing)
 
@@ -185,10 +188,10 @@ class EmbeddingService:
             timings.add("inference", result.inference_s)
             self.metrics.stage.labels("queue").observe(result.queue_s)
             for row, i in enumerate(missing):
-                vectors[i], tokens[i] = result.rows[row], len(toks[row])
+                vectors[i], tokens[i], cut[i] = result.rows[row], len(toks[row]), toks[row].truncated
                 if use_cache and input_type != "document":
-                    self.cache.put(keys[i], result.rows[row], len(toks[row]))
+                    self.cache.put(keys[i], result.rows[row], len(toks[row]), toks[row].truncated)
 
         matrix = np.stack(vectors).astype(np.float32, copy=False)  # type: ignore[arg-type]
         matrix = truncate_dimensions(matrix, dimensions, renormalize=self.embedder.normalized)
-        return EmbedResult(matrix, sum(tokens), hits)
+        return EmbedResult(matrix, sum(tokens), hits, [i for i, c in enumerate(cut) if c])

@@ -39,6 +39,15 @@ def test_jsonl_records_keep_raw_unicode_line_separators(tmp_path: Path):
         read_jsonl(path)
 
 
+def test_job_reports_documents_longer_than_the_model_reads(tmp_path: Path, embedder):
+    path = tmp_path / "docs.jsonl"
+    rows = [{"_id": "a", "text": "short text"}, {"_id": "b", "text": "many words here " * 200},
+            {"_id": "c", "text": "another short one"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = index_file(tmp_path / "data", "docs", path, embedder, progress=False)
+    assert (report.indexed, report.truncated) == (3, 1)
+
+
 def test_csv_and_parquet_with_named_fields(tmp_path: Path):
     csv_path = tmp_path / "docs.csv"
     csv_path.write_text('doc,body,lang\n1,"first, with a comma",en\n2,second,de\n')

@@ -71,6 +71,20 @@ def test_upsert_then_search_finds_the_document(client, collection):
     assert body["hits"][0]["score"] >= body["hits"][1]["score"] >= body["hits"][2]["score"]
 
 
+def test_upsert_names_documents_longer_than_the_model_reads(client):
+    """Over 256 tokens the embedding covers only the start: the response says which, the text stays whole."""
+    name = f"long-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name}).status_code == 201
+    opening = "Honey bees pollinate almond orchards every spring. "
+    tail = "The almanac lists tide tables, moon phases and frost dates for farmers. " * 40  # ~600 tokens
+    docs = [{"id": "short", "text": opening}, {"id": "long", "text": opening + tail}]
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": docs})
+    assert r.status_code == 200 and r.json()["truncated"] == ["long"]
+    hits = _search(client, name, query="tide tables and frost dates", top_k=2)["hits"]
+    assert next(h for h in hits if h["id"] == "long")["text"] == opening + tail
+    client.delete(f"/v1/collections/{name}")
+
+
 def test_upsert_replaces_and_delete_removes(client):
     collection = _fresh_collection(client)
     docs = [{"id": "bees", "text": "Volcanoes erupt molten rock called lava.", "metadata": {"topic": "geology"}}]

@@ -151,15 +151,20 @@ class SentenceTransformerEmbedder:
     def encode(self, texts: list[str], input_type: str | None = None, batch_size: int = 32,
                truncate: Truncate = "end") -> np.ndarray:
         """Offline encoding (batch jobs, evaluation): length-sorted batches, float32 rows."""
+        return self.encode_with_truncation(texts, input_type, batch_size, truncate)[0]
+
+    def encode_with_truncation(self, texts: list[str], input_type: str | None = None, batch_size: int = 32,
+                               truncate: Truncate = "end") -> tuple[np.ndarray, list[int]]:
+        """`encode`, plus the positions of texts cut to `max_seq_length` (the batch job reports them)."""
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32), []
         toks = self.tokenize(texts, input_type, truncate)
         order = sorted(range(len(toks)), key=lambda i: len(toks[i]))
         out = np.empty((len(toks), self.dim), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             out[idx] = self.embed_tokenized([toks[i] for i in idx])
-        return out
+        return out, [i for i, t in enumerate(toks) if t.truncated]
 
 
 def truncate_dimensions(vectors: np.ndarray, dimensions: int | None, renormalize: bool = True) -> np.ndarray:

@@ -78,8 +78,8 @@ async def upsert_documents(
     name: str, body: UpsertRequest, service: CollectionService = Depends(get_collection_service)
 ) -> UpsertResponse:
     """Insert or replace documents; acknowledged only after the write is durable."""
-    ids = await service.upsert(name, body.documents)
-    return UpsertResponse(collection=name, upserted=len(ids), ids=ids)
+    ids, truncated = await service.upsert(name, body.documents)
+    return UpsertResponse(collection=name, upserted=len(ids), ids=ids, truncated=truncated)
 
 
 @router.delete("/{name}/documents", response_model=DeleteDocumentsResponse)

@@ -60,6 +60,11 @@ class UpsertResponse(BaseModel):
     collection: str
     upserted: int
     ids: list[str]
+    truncated: list[str] = Field(
+        default_factory=list,
+        description="Ids whose text is longer than the embedding model reads: stored whole, but embedded "
+        "(so found) by its first max-length tokens only. Split such documents to make all of them searchable.",
+    )
 
 
 class DeleteDocumentsRequest(BaseModel):
