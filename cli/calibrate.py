@@ -33,6 +33,9 @@ def calibrate(
         False, "--shipped", help="Install the calibration rrs ships for the collection's embedding model "
         "(fitted on MS MARCO; for collections without labels of their own)."
     ),
+    feedback: bool = typer.Option(
+        False, "--feedback", help="Fit from the judgments recorded with POST /v1/collections/NAME/feedback."
+    ),
     min_grade: int = typer.Option(2, help="Smallest qrels grade counted as relevant."),
     depth: int = typer.Option(100, min=2, help="Candidates per query (the calibrator's top-n)."),
     folds: int = typer.Option(5, min=2, help="Query-grouped cross-validation folds."),
@@ -60,7 +63,7 @@ def calibrate(
         "more precise at low recall on MS MARCO, but more queries left empty at a strict threshold).",
     ),
 ) -> None:
-    """Fit (--dataset), install (--apply FILE or --shipped) or export (--export) a collection's calibration.
+    """Fit (--dataset or --feedback), install (--apply FILE or --shipped) or export (--export) a calibration.
 
     A running server picks a new calibration up with POST /v1/collections/NAME/reload.
     """
@@ -72,9 +75,11 @@ def calibrate(
     from indexing.snapshot import SnapshotError
     from service.settings import Settings
 
-    sources = [flag for flag, given in (("--dataset", dataset), ("--apply", apply), ("--shipped", shipped)) if given]
+    sources = [flag for flag, given in (("--dataset", dataset), ("--feedback", feedback), ("--apply", apply),
+                                        ("--shipped", shipped)) if given]
     if not sources and export is None:
-        typer.echo("error: give --dataset (fit), --apply FILE or --shipped (install) or --export FILE", err=True)
+        typer.echo("error: give --dataset or --feedback (fit), --apply FILE or --shipped (install) or --export FILE",
+                   err=True)
         raise typer.Exit(2)
     if len(sources) > 1:
         typer.echo(f"error: {' and '.join(sources)} each set the calibration: choose one", err=True)
@@ -100,10 +105,12 @@ def calibrate(
                 )
             calibration = install_calibration(coll, data)
             typer.echo(f"{collection}: installed the shipped calibration (threshold {calibration.threshold:.3f})")
-        elif dataset is not None:
+        elif dataset is not None or feedback:
+            labels = _dataset_labels(dataset) if dataset is not None else _feedback_labels(coll)
             calibration = _fit(
                 coll,
-                dataset,
+                labels,
+                str(dataset) if dataset is not None else "feedback",
                 target_precision,
                 family,
                 min_grade,
@@ -132,9 +139,34 @@ def calibrate(
         coll.close()
 
 
+def _dataset_labels(dataset: Path) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """Judged queries ({"_id", "text"} rows) and graded qrels of a BEIR folder."""
+    from indexing.batch import read_jsonl
+    from indexing.calibration.dataset import read_qrels
+
+    queries_path, qrels_path = dataset / "queries.jsonl", dataset / "qrels" / "test.tsv"
+    if not queries_path.exists() or not qrels_path.exists():
+        raise ValueError(f"dataset: {dataset} needs queries.jsonl and qrels/test.tsv")
+    qrels = read_qrels(qrels_path)
+    rows = [r for r in read_jsonl(queries_path) if str(r["_id"]) in qrels]
+    if not rows:
+        raise ValueError(f"dataset: no query in {queries_path} has judgments in {qrels_path}")
+    return rows, qrels
+
+
+def _feedback_labels(coll) -> tuple[list[dict], dict[str, dict[str, int]]]:  # noqa: ANN001
+    """The same, from the judgments the collection's feedback endpoint recorded."""
+    texts, qrels = coll.feedback.labels()
+    if not texts:
+        raise ValueError(f"feedback: collection {coll.name!r} has no recorded judgments "
+                         "(POST /v1/collections/NAME/feedback)")
+    return [{"_id": qid, "text": text} for qid, text in texts.items()], qrels
+
+
 def _fit(
     coll,
-    dataset: Path,
+    labels: tuple[list[dict], dict[str, dict[str, int]]],
+    source: str,
     target_precision: float | None,
     family: str | None,
     min_grade: int,  # noqa: ANN001
@@ -151,8 +183,7 @@ def _fit(
     """Retrieve top-`depth` for every judged query, cross-validate all methods, fit the calibrator."""
     import numpy as np
 
-    from indexing.batch import read_jsonl
-    from indexing.calibration.dataset import labelled_queries, read_qrels
+    from indexing.calibration.dataset import labelled_queries
     from indexing.calibration.evaluation import (
         METHODS,
         coherence_grid,
@@ -169,14 +200,7 @@ def _fit(
 
     if family is not None and family not in FAMILIES:
         raise ValueError(f"family: one of {', '.join(FAMILIES)}")
-    queries_path, qrels_path = dataset / "queries.jsonl", dataset / "qrels" / "test.tsv"
-    if not queries_path.exists() or not qrels_path.exists():
-        raise ValueError(f"dataset: {dataset} needs queries.jsonl and qrels/test.tsv")
-    qrels = read_qrels(qrels_path)
-    rows = read_jsonl(queries_path)
-    rows = [r for r in rows if str(r["_id"]) in qrels]
-    if not rows:
-        raise ValueError(f"dataset: no query in {queries_path} has judgments in {qrels_path}")
+    rows, qrels = labels
     encoder = load_space_embedder(coll.config.model, device=device)
     vectors = np.asarray(encoder.encode([r["text"] for r in rows], input_type="query"), dtype=np.float32)
     scores, vids = coll.index.search(vectors, depth, None)
@@ -185,7 +209,8 @@ def _fit(
     cand_scores = [s[(v >= 0) & np.isin(v, list(docs))] for s, v in zip(scores, vids, strict=True)]
     queries = labelled_queries([str(r["_id"]) for r in rows], vectors, cand_ids, cand_scores, qrels, min_grade)
     if len(queries) < folds:
-        raise ValueError(f"dataset: {len(queries)} queries have a relevant candidate; need at least {folds}")
+        raise ValueError(f"{'feedback' if source == 'feedback' else 'dataset'}: {len(queries)} queries have a "
+                         f"relevant candidate; need at least {folds}")
     families = (family,) if family else ("linear", "power")
     grid = default_grid(families, n_candidates=depth, rank_term=rank_term)
     sizes = tuple(m for m in TOPIC_SIZES if m <= depth)
@@ -210,7 +235,7 @@ def _fit(
     context = {
         "collection": coll.name,
         "model": coll.config.model,
-        "dataset": str(dataset),
+        "dataset": source,
         "queries": len(queries),
         "folds": folds,
         "seed": seed,
@@ -228,5 +253,5 @@ def _fit(
         None,
         folds,
         seed,
-        fitted_on={"collection": coll.name, "dataset": str(dataset), "min_grade": min_grade, "cv": cv},
+        fitted_on={"collection": coll.name, "dataset": source, "min_grade": min_grade, "cv": cv},
     )

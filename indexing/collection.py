@@ -30,6 +30,7 @@ from indexing.errors import (
     InvalidCollectionName,
     InvalidDocument,
 )
+from indexing.feedback import FEEDBACK_FILE, FeedbackLog
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
 from indexing.store import Document, DocumentStore
 
@@ -120,6 +121,15 @@ class Collection:
         self.calibrator: Calibrator | None = None
         self._lock = threading.RLock()
         self._unsnapshotted = 0
+        self._feedback: FeedbackLog | None = None
+
+    @property
+    def feedback(self) -> FeedbackLog:
+        """The collection's relevance-feedback log, opened on first use (most collections have none)."""
+        with self._lock:
+            if self._feedback is None:
+                self._feedback = FeedbackLog(self.folder / FEEDBACK_FILE)
+            return self._feedback
 
     @property
     def name(self) -> str:
@@ -236,6 +246,9 @@ class Collection:
             if snapshot and self._unsnapshotted:
                 self.snapshot()
             self.store.close()
+            if self._feedback is not None:
+                self._feedback.close()
+                self._feedback = None
 
     # ---- writes ----
     def upsert(self, docs: Sequence[Document], vectors: np.ndarray) -> list[int]:

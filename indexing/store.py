@@ -39,6 +39,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def connect_durable(path: Path, schema: str) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode with `synchronous=FULL`: a COMMIT is on disk when it returns."""
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.executescript(schema)
+    return conn
+
+
 def vector_id(doc_id: str) -> int:
     """Stable non-negative int64 for a string id (BLAKE2b, 63 bits): same id, same vector id, always."""
     digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
@@ -61,11 +71,7 @@ class DocumentStore:
     def __init__(self, path: Path, dim: int | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._conn.executescript(_SCHEMA)
+        self._conn = connect_durable(self.path, _SCHEMA)
         self.dim = dim
 
     # ---- configuration kept next to the data ----

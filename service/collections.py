@@ -34,6 +34,7 @@ from indexing.errors import (
     InvalidCollectionName,
     InvalidDocument,
 )
+from indexing.feedback import default_query_id
 from indexing.store import Document
 from service.embedding import EmbeddingService
 from service.errors import (
@@ -44,6 +45,7 @@ from service.errors import (
     ServiceUnavailable,
 )
 from service.schemas.collections import DocumentIn, SearchRequest, SearchRerank
+from service.schemas.feedback import FeedbackRequest
 from service.settings import Settings
 from service.timing import StageTimings
 
@@ -255,6 +257,34 @@ class CollectionService:
         coll = self.collection(name)
         with _mapped_errors():
             return await self._in_worker(coll.delete, ids)
+
+    # ---- relevance feedback ----
+    async def record_feedback(self, name: str, req: FeedbackRequest) -> tuple[str, dict[str, int]]:
+        """Validate one query's judgments against the collection and store them; returns (query id, summary)."""
+        coll = self.collection(name)
+        if not req.query.strip():
+            raise InvalidRequest("query: must be a non-empty string")
+        ids = [j.id for j in req.judgments]
+        seen: set[str] = set()
+        for i, doc_id in enumerate(ids):
+            if doc_id in seen:
+                raise InvalidRequest(f"judgments[{i}].id: {doc_id!r} is judged twice in one request")
+            seen.add(doc_id)
+        stored = await self._in_worker(coll.store.existing_ids, ids)
+        for i, doc_id in enumerate(ids):
+            if doc_id not in stored:
+                raise InvalidRequest(f"judgments[{i}].id: no document {doc_id!r} in collection {name!r}")
+        query_id = req.query_id or default_query_id(req.query)
+        pairs = [(j.id, j.relevance) for j in req.judgments]
+        await self._in_worker(coll.feedback.record, query_id, req.query, pairs)
+        return query_id, await self.feedback_summary(name)
+
+    async def feedback_summary(self, name: str) -> dict[str, int]:
+        summary = await self._in_worker(self.collection(name).feedback.summary)
+        return {"queries": summary.queries, "judgments": summary.judgments, "relevant": summary.relevant}
+
+    async def clear_feedback(self, name: str) -> int:
+        return await self._in_worker(self.collection(name).feedback.clear)
 
     # ---- search ----
     async def search(

@@ -159,3 +159,40 @@ def test_shipped_calibration_installs_for_its_model_only(tmp_path: Path, beir_di
         app, ["calibrate", "-c", "plain", "--shipped", "--dataset", str(beir_dir), "--data-dir", str(data)]
     )
     assert result.exit_code == 2 and "--dataset and --shipped" in result.output
+
+
+def test_feedback_recorded_on_a_collection_fits_what_the_same_qrels_fit(tmp_path: Path, beir_dir: Path,
+                                                                        embedder) -> None:
+    """`--feedback` reads the judgments the feedback endpoint stores: same labels, same calibration."""
+    data = tmp_path / "data"
+    for name in ("from-qrels", "from-feedback", "no-feedback"):
+        index_file(data, name, beir_dir / "corpus.jsonl", embedder, model_name=MODEL, progress=False)
+    coll = Collection.open(data / "collections" / "from-feedback")
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (beir_dir / "queries.jsonl").read_text().splitlines())}
+    qrels: dict[str, list[tuple[str, int]]] = {}
+    for line in (beir_dir / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, doc, grade = line.split("\t")
+        qrels.setdefault(qid, []).append((doc, int(grade)))
+    for qid, text in queries.items():  # in the dataset's order, which the CV folds follow
+        coll.feedback.record(qid, text, qrels[qid])
+    coll.close()
+
+    runner = CliRunner()
+    common = ["--data-dir", str(data), "--folds", "3", "--depth", "12", "--family", "linear"]
+    by_qrels = runner.invoke(app, ["calibrate", "-c", "from-qrels", "--dataset", str(beir_dir), *common,
+                                   "--report-dir", str(tmp_path / "r1")])
+    by_feedback = runner.invoke(app, ["calibrate", "-c", "from-feedback", "--feedback", *common,
+                                      "--report-dir", str(tmp_path / "r2")])
+    assert by_qrels.exit_code == 0 and by_feedback.exit_code == 0, by_qrels.output + by_feedback.output
+    fitted = [json.loads((data / "collections" / n / "manifest.json").read_text())["calibration"]
+              for n in ("from-qrels", "from-feedback")]
+    assert fitted[1]["fitted_on"]["dataset"] == "feedback"
+    for payload in fitted:
+        payload.pop("fitted_on")
+        payload.pop("fitted_at", None)
+    assert fitted[0] == fitted[1]
+
+    empty = runner.invoke(app, ["calibrate", "-c", "no-feedback", "--feedback", *common])
+    assert empty.exit_code == 2 and "no recorded judgments" in empty.output
+    both = runner.invoke(app, ["calibrate", "-c", "no-feedback", "--feedback", "--dataset", str(beir_dir), *common])
+    assert both.exit_code == 2 and "--dataset and --feedback" in both.output
