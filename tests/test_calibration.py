@@ -522,3 +522,17 @@ def test_grids_offer_coherence_alone_with_the_rank_term_by_default() -> None:
     assert all(c.rank_term for c in grid)
     shaped = coherence_grid(("linear",), 50, rank_term=False, with_shape=True)  # the session-2 grid
     assert all(c.feature_set == "scores" for c in shaped if c.topic_size) and not any(c.rank_term for c in shaped)
+
+
+def test_roc_auc_equals_sklearn_with_ties_and_is_nan_for_one_class() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from indexing.calibration.metrics import roc_auc
+
+    rng = np.random.default_rng(3)
+    for n in (2, 7, 50, 400):
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        scores = np.round(rng.normal(size=n), 1)  # rounded: many ties
+        assert abs(roc_auc(labels, scores) - roc_auc_score(labels, scores)) < 1e-12
+    assert np.isnan(roc_auc(np.ones(5), np.arange(5.0))) and np.isnan(roc_auc(np.zeros(5), np.arange(5.0)))

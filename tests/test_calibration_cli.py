@@ -178,7 +178,8 @@ def test_feedback_recorded_on_a_collection_fits_what_the_same_qrels_fit(tmp_path
     coll.close()
 
     runner = CliRunner()
-    common = ["--data-dir", str(data), "--folds", "3", "--depth", "12", "--family", "linear"]
+    # the cheapest fit (equality is the point, not the fit): linear family, no coherence feature
+    common = ["--data-dir", str(data), "--folds", "3", "--depth", "12", "--family", "linear", "--no-list-coherence"]
     by_qrels = runner.invoke(app, ["calibrate", "-c", "from-qrels", "--dataset", str(beir_dir), *common,
                                    "--report-dir", str(tmp_path / "r1")])
     by_feedback = runner.invoke(app, ["calibrate", "-c", "from-feedback", "--feedback", *common,

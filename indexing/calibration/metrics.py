@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 ECE_BINS = 15
 
@@ -37,6 +37,21 @@ class FilterMetrics:
 
     def as_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
+
+
+def roc_auc(label: np.ndarray, score: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney statistic (ties count one half); NaN without both classes.
+
+    The same number as sklearn's `roc_auc_score`, without its input validation, which cost ~10 ms
+    a call: the query bootstrap of `gain_interval` calls this thousands of times.
+    """
+    y = np.asarray(label).astype(bool)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def expected_calibration_error(prob: np.ndarray, label: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -106,7 +121,7 @@ def filter_metrics(
     recall = tp / label.sum() if label.sum() else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     kept_per_query = np.array([k.sum() for k in keep_lists])
-    auc = roc_auc_score(label, score) if 0 < label.sum() < len(label) else float("nan")
+    auc = roc_auc(label, score)
     return FilterMetrics(
         threshold=float(per_query.mean()),
         precision=float(precision),
@@ -166,7 +181,7 @@ class GainInterval:
 
 GAIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "precision_at_recall_80": lambda s, y: precision_at_recall(s, y, 0.8),
-    "roc_auc": lambda s, y: float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan"),
+    "roc_auc": lambda s, y: roc_auc(y, s),
 }
 
 
