@@ -11,6 +11,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,7 +139,7 @@ class CollectionService:
             coll = self.catalog.get(self.settings.demo_collection_name)
         except IndexingError:
             return False
-        if coll.config.model in self.embedding.space_aliases and coll.config.dim == self.embedding.dim:
+        if self._in_served_space(coll):
             return False
         log.warning("demo collection was embedded as %r, the server embeds as %r: rebuilding it",
                     coll.config.model, self.embedding.space)
@@ -245,8 +246,12 @@ class CollectionService:
                 cut.extend(rows[j] for j in result.truncated)
         return out, cut
 
+    def _in_served_space(self, coll: Collection) -> bool:
+        """The collection holds vectors of the space the server embeds text into (model, TempScale, dim)."""
+        return coll.config.model in self.embedding.space_aliases and coll.config.dim == self.embedding.dim
+
     def _check_embeddable(self, coll: Collection, field: str) -> None:
-        if coll.config.model not in self.embedding.space_aliases or coll.config.dim != self.embedding.dim:
+        if not self._in_served_space(coll):
             raise InvalidRequest(
                 f"{field}: collection {coll.name!r} uses model {coll.config.model!r} "
                 f"(dim {coll.config.dim}), "
@@ -280,8 +285,7 @@ class CollectionService:
         return query_id, await self.feedback_summary(name)
 
     async def feedback_summary(self, name: str) -> dict[str, int]:
-        summary = await self._in_worker(self.collection(name).feedback.summary)
-        return {"queries": summary.queries, "judgments": summary.judgments, "relevant": summary.relevant}
+        return asdict(await self._in_worker(self.collection(name).feedback.summary))
 
     async def clear_feedback(self, name: str) -> int:
         return await self._in_worker(self.collection(name).feedback.clear)
