@@ -203,10 +203,11 @@ def _fit(
     rows, qrels = labels
     encoder = load_space_embedder(coll.config.model, device=device)
     vectors = np.asarray(encoder.encode([r["text"] for r in rows], input_type="query"), dtype=np.float32)
-    scores, vids = coll.index.search(vectors, depth, None)
-    docs = coll.store.get_by_vids(np.unique(vids[vids >= 0]).tolist())
-    cand_ids = [[docs[int(v)].id for v in row if v >= 0 and int(v) in docs] for row in vids]
-    cand_scores = [s[(v >= 0) & np.isin(v, list(docs))] for s, v in zip(scores, vids, strict=True)]
+    near = coll.nearest(vectors, depth)  # documents, each scored by its best chunk
+    scores, doc_vids, vids = near.scores, near.doc_vids, near.vids
+    docs = coll.store.get_by_vids(np.unique(doc_vids[doc_vids >= 0]).tolist())
+    cand_ids = [[docs[int(v)].id for v in row if v >= 0 and int(v) in docs] for row in doc_vids]
+    cand_scores = [s[(v >= 0) & np.isin(v, list(docs))] for s, v in zip(scores, doc_vids, strict=True)]
     queries = labelled_queries([str(r["_id"]) for r in rows], vectors, cand_ids, cand_scores, qrels, min_grade)
     if len(queries) < folds:
         raise ValueError(f"{'feedback' if source == 'feedback' else 'dataset'}: {len(queries)} queries have a "

@@ -23,6 +23,9 @@ def eval_command(
     attention_temperature: float = typer.Option(
         None, min=0.01, help="TempScale attention temperature (default RRS_EMBED_ATTENTION_TEMPERATURE, 1)."),
     k: int = typer.Option(100, min=10, help="Candidates retrieved per query."),
+    chunk_tokens: int = typer.Option(
+        None, min=0, help="New collection: chunk window in tokens (default: the model's; 0: no chunking)."),
+    chunk_overlap: int = typer.Option(None, min=0, help="Tokens consecutive chunks share (default chunk_tokens/8)."),
     bm25: bool = typer.Option(True, "--bm25/--no-bm25", help="Score the BM25 baseline in the same run."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
     rerank: str = typer.Option(None, "--rerank", help="Also rerank the dense candidates with this method "
@@ -61,6 +64,8 @@ def eval_command(
         k=k,
         bm25=bm25,
         extra_stages=extra_stages,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=chunk_overlap,
     )
     table = Table(title=f"{dataset} ({report.queries} judged queries), collection {report.collection}")
     for col in ("system", "nDCG@10", "R@100 (rel>=2)", "MRR@10 (rel>=2)", "latency p50 ms", "p95 ms"):

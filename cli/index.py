@@ -35,6 +35,10 @@ def index(
     batch_size: int = typer.Option(64, min=1, help="Texts per embedding forward pass."),
     chunk_size: int = typer.Option(1024, min=1, help="Records read, embedded and committed at a time."),
     limit: int = typer.Option(None, min=1, help="Stop after this many input records."),
+    chunk_tokens: int = typer.Option(
+        None, min=0, help="New collection: embed documents longer than this many tokens as overlapping chunks "
+        "(default: the model's window; 0: no chunking, text past the window is not embedded)."),
+    chunk_overlap: int = typer.Option(None, min=0, help="Tokens consecutive chunks share (default chunk_tokens/8)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Embed and index a corpus file; rerun to resume (ids already stored are skipped)."""
@@ -64,6 +68,9 @@ def index(
             chunk_size=chunk_size,
             progress=progress,
             limit=limit,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            max_chunks=settings.max_chunks_per_document,
         )
     except IndexingError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -71,12 +78,15 @@ def index(
     typer.echo(
         f"{report.collection}: read {report.read}, indexed {report.indexed}, skipped {report.skipped} "
         f"(already stored) in {report.seconds:.1f}s ({report.docs_per_s:.1f} docs/s); collection holds "
-        f"{report.count} documents, index {report.built_kind}. A running server picks it up with "
+        f"{report.count} documents, index {report.built_kind}"
+        + (f"; {report.chunked} long documents were split, {report.vectors} vectors written" if report.chunked else "")
+        + f". A running server picks it up with "
         f"POST /v1/collections/{report.collection}/reload"
     )
     if report.truncated:
         typer.echo(
             f"note: {report.truncated} documents are longer than the model reads ({encoder.max_seq_length} "
-            "tokens): they are stored whole but found by their start only; split them to index all of it",
+            "tokens, or past RRS_MAX_CHUNKS_PER_DOCUMENT chunks): they are stored whole but found by their start "
+            "only; a collection with chunking (the default for new ones) indexes all of it",
             err=True,
         )

@@ -21,9 +21,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from indexing.chunks import assemble, plan_chunks, resolve_chunking, stored_chunks
 from indexing.collection import Collection, CollectionConfig, validate_name
 from indexing.errors import InvalidDocument
-from indexing.store import Document
+from indexing.store import Chunk, Document
 
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -41,6 +42,14 @@ class DocumentEncoder(Protocol):
         """Vectors, and the positions of texts longer than the model reads (embedded from their start)."""
         ...
 
+    def chunk_budget(self, input_type: str | None = "document") -> int:
+        """Text tokens one input holds."""
+        ...
+
+    def split(self, texts: list[str], max_tokens: int, overlap: int) -> list[list[tuple[int, int]]]:
+        """Chunk spans of each text."""
+        ...
+
 
 @dataclass
 class IndexReport:
@@ -49,6 +58,8 @@ class IndexReport:
     indexed: int = 0
     skipped: int = 0
     truncated: int = 0  # indexed documents longer than the model reads: found by their start only
+    chunked: int = 0  # indexed documents stored as several chunks
+    vectors: int = 0  # vectors written (documents plus their extra chunks)
     seconds: float = 0.0
     count: int = 0
     built_kind: str = ""
@@ -205,8 +216,15 @@ def index_file(
     progress: bool = True,
     limit: int | None = None,
     snapshot_every: int = 50_000,
+    chunk_tokens: int | None = None,
+    chunk_overlap: int | None = None,
+    max_chunks: int = 512,
 ) -> IndexReport:
-    """Index `path` into `<data_dir>/collections/<collection>`; safe to rerun (resumes)."""
+    """Index `path` into `<data_dir>/collections/<collection>`; safe to rerun (resumes).
+
+    A new collection chunks documents longer than `chunk_tokens` (default: the model's window; 0:
+    no chunking); an existing one keeps the chunking it was created with.
+    """
     validate_name(collection)
     path = Path(path)
     if not path.exists():
@@ -230,8 +248,20 @@ def index_file(
                     f"collection: {collection!r} holds vectors of {coll.config.model!r}, the encoder writes "
                     f"{model_name or encoder.name!r}; index into a new collection"
                 )
+            given = (chunk_tokens, chunk_overlap)
+            if given != (None, None) and given != (coll.config.chunk_tokens or 0, coll.config.chunk_overlap):
+                coll.close(snapshot=False)
+                raise InvalidDocument(
+                    f"chunk_tokens: {collection!r} was created with chunk_tokens {coll.config.chunk_tokens or 0} "
+                    f"and chunk_overlap {coll.config.chunk_overlap}; index into a new collection to change them"
+                )
         else:
-            config = CollectionConfig(collection, model_name or encoder.name, encoder.dim, metric, index_kind)
+            try:
+                tokens, overlap = resolve_chunking(encoder.chunk_budget("document"), chunk_tokens, chunk_overlap)
+            except ValueError as exc:
+                raise InvalidDocument(str(exc)) from None
+            config = CollectionConfig(collection, model_name or encoder.name, encoder.dim, metric, index_kind,
+                                      chunk_tokens=tokens, chunk_overlap=overlap)
             coll = Collection.create(folder, config, snapshot_every=snapshot_every)
         total = count_records(path, fmt)
         if limit is not None and total is not None:
@@ -259,15 +289,15 @@ def index_file(
                 todo = _dedupe([d for d in chunk if d.id not in existing])
                 report.skipped += len(chunk) - len(todo)
                 if todo:
-                    vectors, cut = encoder.encode_with_truncation(
-                        [d.text for d in todo], input_type="document", batch_size=batch_size
-                    )
-                    coll.upsert(todo, vectors)
+                    vectors, chunks, cut = _embed(encoder, coll.config, todo, batch_size, max_chunks)
+                    coll.upsert(todo, vectors, chunks)
                     report.indexed += len(todo)
                     report.truncated += len(cut)
+                    report.chunked += sum(1 for c in chunks if c)
+                    report.vectors += len(todo) + sum(max(0, len(c) - 1) for c in chunks)
                 bar.update(len(chunk))
-                bar.set_postfix(indexed=report.indexed, skipped=report.skipped, truncated=report.truncated,
-                                refresh=False)
+                bar.set_postfix(indexed=report.indexed, skipped=report.skipped, chunked=report.chunked,
+                                truncated=report.truncated, refresh=False)
         finally:  # also on Ctrl-C: what the store holds gets a snapshot, and a rerun resumes from it
             bar.close()
             report.seconds = time.perf_counter() - started
@@ -277,6 +307,25 @@ def index_file(
             report.built_kind = coll.index.kind
             coll.close(snapshot=True)
     return report
+
+
+def _embed(
+    encoder: DocumentEncoder, config: CollectionConfig, docs: list[Document], batch_size: int, max_chunks: int
+) -> tuple[np.ndarray, list[list[Chunk]], set[int]]:
+    """Documents' vectors and chunks (chunked collections), plus positions not embedded whole."""
+    texts = [d.text for d in docs]
+    if not config.chunk_tokens:
+        vectors, cut = encoder.encode_with_truncation(texts, input_type="document", batch_size=batch_size)
+        return vectors, [[] for _ in docs], set(cut)
+    spans = encoder.split(texts, config.chunk_tokens, config.chunk_overlap)
+    plan = plan_chunks(range(len(docs)), spans, max_chunks)
+    flat, cut = encoder.encode_with_truncation(
+        [texts[p.doc][p.start : p.end] for p in plan.pieces], input_type="document", batch_size=batch_size
+    )
+    out = np.zeros((len(docs), config.dim), dtype=np.float32)
+    chunks: list[list[Chunk]] = [[] for _ in docs]
+    assemble(plan.pieces, flat, out, chunks)
+    return out, stored_chunks(chunks), plan.capped | {plan.pieces[j].doc for j in cut}
 
 
 def _dedupe(docs: list[Document]) -> list[Document]:

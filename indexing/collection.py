@@ -32,7 +32,7 @@ from indexing.errors import (
 )
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
-from indexing.store import Document, DocumentStore
+from indexing.store import Chunk, ChunkRef, Document, DocumentStore
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 EXACT_FILTER_MAX = 20_000  # a filter matching fewer documents is answered by exact search over them
@@ -59,6 +59,10 @@ class CollectionConfig:
     metric: str = "cosine"
     index_kind: str = "auto"
     created_at: float = field(default_factory=time.time)
+    # Documents longer than this many text tokens are embedded as overlapping chunks (None: one
+    # vector per document, the text beyond the model's window unembedded).
+    chunk_tokens: int | None = None
+    chunk_overlap: int = 0
 
 
 @dataclass
@@ -72,6 +76,26 @@ class Hit:
     vid: int
     relevance: float | None = None
     rerank_score: float | None = None
+    chunk: ChunkRef | None = None  # the chunk that matched, for a document stored as several
+
+    @property
+    def passage(self) -> str:
+        """The text that matched: the chunk of a chunked document, else the whole text."""
+        return self.text if self.chunk is None else self.text[self.chunk.start : self.chunk.end]
+
+
+@dataclass
+class Nearest:
+    """Document-level search result: per query, the best score of each document, the document's
+    vector id, and the vector id of the chunk that scored it (the document's own when unchunked)."""
+
+    scores: np.ndarray
+    doc_vids: np.ndarray
+    vids: np.ndarray
+    chunks: dict[int, ChunkRef]
+
+    def chunk_of(self, vid: int) -> ChunkRef | None:
+        return self.chunks.get(vid)
 
 
 @dataclass
@@ -122,6 +146,7 @@ class Collection:
         self._lock = threading.RLock()
         self._unsnapshotted = 0
         self._feedback: FeedbackLog | None = None
+        self._chunked = store.chunk_count() > 0  # some document is stored as several vectors
 
     @property
     def feedback(self) -> FeedbackLog:
@@ -200,7 +225,7 @@ class Collection:
         for vids, vectors in self.store.iter_vectors(since_seq=since):
             self.index.add(vids, vectors)
             replayed += len(vids)
-        if len(self.index) != self.store.count():  # e.g. a store restored from an older backup
+        if len(self.index) != self.store.vector_count():  # e.g. a store restored from an older backup
             self.index = _build_from_store(self.store, self.config, self.device)
             replayed = max(replayed, 1)
         if replayed:
@@ -251,25 +276,35 @@ class Collection:
                 self._feedback = None
 
     # ---- writes ----
-    def upsert(self, docs: Sequence[Document], vectors: np.ndarray) -> list[int]:
-        """Store (durably) then index `docs`; replaces documents with the same id."""
+    def upsert(
+        self, docs: Sequence[Document], vectors: np.ndarray, chunks: Sequence[Sequence[Chunk]] | None = None
+    ) -> list[int]:
+        """Store (durably) then index `docs`; replaces documents with the same id.
+
+        `chunks[i]`: every chunk of document i (chunk 0's vector is `vectors[i]`), when it has several.
+        """
         if not docs:
             return []
         x = self.index.prepare(vectors)  # validates dimension and finiteness before anything is written
+        if chunks is not None:
+            chunks = _prepared_chunks(self.index, chunks)
         with self._lock:
-            vids, _ = self.store.upsert(docs, x)
-            self.index.add(np.asarray(vids, dtype=np.int64), x)
-            self._after_write(len(vids))
-        return vids
+            write = self.store.upsert(docs, x, chunks)
+            if write.remove_vids:
+                self.index.remove(np.asarray(write.remove_vids, dtype=np.int64))
+            self.index.add(write.add_vids, write.add_vectors)
+            self._chunked = self._chunked or len(write.add_vids) > len(write.vids)
+            self._after_write(len(write.add_vids) + len(write.remove_vids))
+        return write.vids
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Delete documents by id from the store and the index; returns how many existed."""
+        """Delete documents by id (with their chunks) from the store and the index; returns how many existed."""
         with self._lock:
-            vids, _ = self.store.delete(list(ids))
-            self.index.remove(np.asarray(vids, dtype=np.int64))
-            if vids:
-                self._after_write(len(vids))
-        return len(vids)
+            write = self.store.delete(list(ids))
+            self.index.remove(np.asarray(write.remove_vids, dtype=np.int64))
+            if write.remove_vids:
+                self._after_write(len(write.remove_vids))
+        return write.documents
 
     # ---- search ----
     def search(
@@ -279,30 +314,29 @@ class Collection:
         filter_: dict[str, Any] | None = None,
         min_relevance: float | None = None,
     ) -> list[SearchResult]:
-        """Top-k hits (joined with text and metadata) for each query vector."""
+        """Top-k documents (joined with text and metadata) for each query vector."""
         queries = self.index.prepare(query_vectors)
         allowed = None
+        matching = None
         if filter_:
-            allowed = self.store.vids_matching(filter_)
+            allowed, matching = self.store.vids_matching(filter_)
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
         shared = self.calibrator is not None and allowed is None
         depth = max(top_k, self.calibrator.n_candidates) if shared else top_k
-        if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
-            scores, vids = self._exact_over(queries, allowed, top_k)
-        else:
-            scores, vids = self.index.search(queries, depth, allowed)
-            if allowed is not None and (vids < 0).any() and len(allowed) > (vids >= 0).sum(1).min():
-                scores, vids = self._exact_over(queries, allowed, top_k)  # an IVF probe missed filtered docs
-        deep = (scores[:, : self.calibrator.n_candidates], vids[:, : self.calibrator.n_candidates]) if shared else None
-        scores, vids = scores[:, :top_k], vids[:, :top_k]
-        docs = self.store.get_by_vids(np.unique(vids[vids >= 0]).tolist())
+        found = self.nearest(queries, depth, allowed)
+        deep = None
+        if shared:
+            n = self.calibrator.n_candidates
+            deep = (found.scores[:, :n], found.vids[:, :n])
+        scores, doc_vids = found.scores[:, :top_k], found.doc_vids[:, :top_k]
+        docs = self.store.get_by_vids(np.unique(doc_vids[doc_vids >= 0]).tolist())
         results = []
         for row in range(len(queries)):
             hits = [
-                Hit(d.id, float(s), d.text, d.metadata, int(v))
-                for s, v in zip(scores[row], vids[row], strict=True)
+                Hit(d.id, float(s), d.text, d.metadata, int(v), chunk=found.chunk_of(int(best)))
+                for s, v, best in zip(scores[row], doc_vids[row], found.vids[row, :top_k], strict=True)
                 if v >= 0 and (d := docs.get(int(v)))
             ]
             candidates = len(hits)
@@ -317,10 +351,53 @@ class Collection:
                         f"min_relevance: collection {self.name!r} has no relevance calibration fitted"
                     )
                 hits = [h for h in hits if h.relevance is not None and h.relevance >= cut]
-            results.append(
-                SearchResult(hits, candidates, None if allowed is None else len(allowed), cut, candidates - len(hits))
-            )
+            results.append(SearchResult(hits, candidates, matching, cut, candidates - len(hits)))
         return results
+
+    def nearest(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Nearest:
+        """The k best documents per query, a document scoring as its best chunk (max over chunks).
+
+        A collection without chunked documents is one vector search. Otherwise the vector search is
+        widened until each query has k distinct documents (or every allowed vector was ranked).
+        """
+        queries = self.index.prepare(queries)
+        if not self._chunked:
+            scores, vids = self._vector_search(queries, k, allowed)
+            return Nearest(scores, vids, vids, {})
+        available = len(self.index) if allowed is None else len(allowed)
+        fetch = min(max(2 * k, k + 16), max(available, k))
+        while True:
+            scores, vids = self._vector_search(queries, fetch, allowed)
+            refs = self.store.chunk_refs(np.unique(vids[vids >= 0]).tolist())
+            out_s = np.full((len(queries), k), -np.inf, np.float32)
+            out_d = np.full((len(queries), k), -1, np.int64)
+            out_v = np.full((len(queries), k), -1, np.int64)
+            short = False
+            for row in range(len(queries)):
+                seen: set[int] = set()
+                for s, v in zip(scores[row], vids[row], strict=True):
+                    if v < 0 or len(seen) == k:
+                        continue
+                    doc = refs[int(v)][0] if int(v) in refs else int(v)
+                    if doc in seen:
+                        continue
+                    out_s[row, len(seen)], out_d[row, len(seen)], out_v[row, len(seen)] = s, doc, v
+                    seen.add(doc)
+                short = short or len(seen) < k
+            if not short or fetch >= available:
+                return Nearest(out_s, out_d, out_v, {v: ref for v, (_, ref) in refs.items()})
+            fetch = min(2 * fetch, available)
+
+    def _vector_search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k vectors: exact over a small allowed set, else the ANN index (exact if a probe came back short)."""
+        if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
+            return self._exact_over(queries, allowed, k)
+        scores, vids = self.index.search(queries, k, allowed)
+        if allowed is not None and (vids < 0).any() and len(allowed) > (vids >= 0).sum(1).min():
+            scores, vids = self._exact_over(queries, allowed, k)  # an IVF probe missed filtered docs
+        return scores, vids
 
     def _exact_over(self, queries: np.ndarray, vids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k restricted to `vids`, scored on the store's vectors (filters lose nothing)."""
@@ -354,7 +431,17 @@ class Collection:
             "snapshot_seq": self.snapshot_seq,
             "store_seq": self.store.last_seq,
             "calibrated": self.calibrator is not None,
+            "chunks": self.store.chunk_count(),
         }
+
+
+def _prepared_chunks(index: VectorIndex, chunks: Sequence[Sequence[Chunk]]) -> list[list[Chunk]]:
+    """Chunk vectors validated and normalised like document vectors, in one pass."""
+    given = [c.vector for parts in chunks for c in parts if c.vector is not None]
+    if not given:
+        return [list(parts) for parts in chunks]
+    prepared = iter(index.prepare(np.stack(given)))
+    return [[c if c.vector is None else Chunk(c.start, c.end, next(prepared)) for c in parts] for parts in chunks]
 
 
 def _check_manifest(folder: Path, manifest: dict[str, Any], config: CollectionConfig) -> None:
@@ -372,7 +459,7 @@ def _build_from_store(store: DocumentStore, config: CollectionConfig, device: st
     def batches() -> Iterable[tuple[np.ndarray, np.ndarray]]:
         return store.iter_vectors(since_seq=0)
 
-    return VectorIndex.build(config.dim, config.metric, config.index_kind, store.count(), batches, device)
+    return VectorIndex.build(config.dim, config.metric, config.index_kind, store.vector_count(), batches, device)
 
 
 @dataclass

@@ -147,9 +147,14 @@ def bm25_retrieve(corpus_path: Path, queries: dict[str, str], k: int = 100) -> S
     return SystemResult("bm25", run, latency_ms={"total": latency})
 
 
-def default_collection_name(dataset: Path, model: str) -> str:
+def default_collection_name(
+    dataset: Path, model: str, chunk_tokens: int | None = None, chunk_overlap: int | None = None
+) -> str:
+    """Per dataset and model; explicit chunk settings get their own collection (they are fixed at creation)."""
     raw = f"eval-{Path(dataset).resolve().name}-{model.split('/')[-1]}"
-    return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:64]
+    suffix = "" if chunk_tokens is None else f"-ct{chunk_tokens}"
+    suffix += "" if chunk_overlap is None else f"-co{chunk_overlap}"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[: 64 - len(suffix)] + suffix
 
 
 @dataclass
@@ -193,6 +198,8 @@ def evaluate(
     bm25: bool = True,
     progress: bool = True,
     extra_stages: list[Callable[[EvalReport, BeirDataset], SystemResult]] | None = None,
+    chunk_tokens: int | None = None,
+    chunk_overlap: int | None = None,
 ) -> EvalReport:
     """Index the corpus (or reuse the collection: the job resumes/skips), retrieve, score.
 
@@ -201,9 +208,10 @@ def evaluate(
     """
     data = load_beir(dataset_dir)
     model = model_name or encoder.name
-    name = collection or default_collection_name(dataset_dir, model)
+    name = collection or default_collection_name(dataset_dir, model, chunk_tokens, chunk_overlap)
     job = index_file(
-        data_dir, name, data.corpus_path, encoder, index_kind=index_kind, model_name=model, progress=progress
+        data_dir, name, data.corpus_path, encoder, index_kind=index_kind, model_name=model, progress=progress,
+        chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
     )
     report = EvalReport(str(dataset_dir), name, model, len(data.queries), index_seconds=job.seconds)
     coll = Collection.open(Path(data_dir) / "collections" / name)

@@ -36,6 +36,17 @@ CREATE INDEX IF NOT EXISTS documents_seq ON documents(seq);
 CREATE TABLE IF NOT EXISTS tombstones (vid INTEGER NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    vid INTEGER PRIMARY KEY,
+    doc_vid INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    vector BLOB,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_vid);
+CREATE INDEX IF NOT EXISTS chunks_seq ON chunks(seq);
 """
 
 
@@ -53,6 +64,45 @@ def vector_id(doc_id: str) -> int:
     """Stable non-negative int64 for a string id (BLAKE2b, 63 bits): same id, same vector id, always."""
     digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def chunk_vector_id(doc_id: str, part: int) -> int:
+    """Vector id of chunk `part` (>= 1) of a document; chunk 0 is the document's own vector id.
+
+    The NUL separator cannot occur in a document id (they are validated), so no document id maps here.
+    """
+    return vector_id(f"{doc_id}\x00{part}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One window of a long document: its character span, and its vector (None for chunk 0, whose
+    vector is the document's own)."""
+
+    start: int
+    end: int
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """Which chunk of its document a vector is, for a search hit."""
+
+    part: int
+    start: int
+    end: int
+
+
+@dataclass
+class Write:
+    """What one store write changed, for the index: vectors to add (or replace) and to remove."""
+
+    vids: list[int]  # the documents' vector ids
+    seq: int
+    add_vids: np.ndarray
+    add_vectors: np.ndarray
+    remove_vids: list[int] = field(default_factory=list)
+    documents: int = 0  # documents removed (deletes)
 
 
 @dataclass
@@ -90,17 +140,46 @@ class DocumentStore:
         return int(value) if value is not None else 0
 
     # ---- writes ----
-    def upsert(self, docs: Sequence[Document], vectors: np.ndarray) -> tuple[list[int], int]:
-        """Insert or replace `docs` with their vectors in one durable transaction.
+    def upsert(
+        self, docs: Sequence[Document], vectors: np.ndarray, chunks: Sequence[Sequence[Chunk]] | None = None
+    ) -> Write:
+        """Insert or replace `docs` with their vectors (and chunks) in one durable transaction.
 
-        Returns the vector ids and the sequence number of the write.
+        `vectors[i]` is document i's vector (its chunk 0 when chunked); `chunks[i]`, when it has more
+        than one entry, lists every chunk of document i, chunk 0 first. A replaced document's old
+        chunks are dropped; those the new version lacks are returned for removal from the index.
         """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(docs) != len(vectors):
             raise InvalidDocument(f"documents: {len(docs)} documents but {len(vectors)} vectors")
         if self.dim is not None and vectors.ndim == 2 and vectors.shape[1] != self.dim:
             raise InvalidDocument(f"vector: expected dimension {self.dim}, got {vectors.shape[1]}")
+        chunks = chunks if chunks is not None else [()] * len(docs)
+        if len(chunks) != len(docs):
+            raise InvalidDocument(f"documents: {len(docs)} documents but {len(chunks)} chunk lists")
+        for i, d in enumerate(docs):
+            if "\x00" in d.id:
+                raise InvalidDocument(f"documents[{i}].id: must not contain the NUL character")
         vids = [vector_id(d.id) for d in docs]
+        chunk_rows: list[tuple[int, int, int, int, int, bytes | None]] = []
+        add_vids: list[int] = list(vids)
+        add_vectors: list[np.ndarray] = [vectors]
+        for d, vid, parts in zip(docs, vids, chunks, strict=True):
+            if len(parts) <= 1:
+                continue
+            extra = []
+            for part, c in enumerate(parts):
+                if part == 0:
+                    chunk_rows.append((vid, vid, 0, c.start, c.end, None))
+                    continue
+                if c.vector is None:
+                    raise InvalidDocument(f"documents: chunk {part} of {d.id!r} has no vector")
+                vec = np.ascontiguousarray(c.vector, dtype=np.float32).reshape(-1)
+                cvid = chunk_vector_id(d.id, part)
+                chunk_rows.append((cvid, vid, part, c.start, c.end, vec.tobytes()))
+                add_vids.append(cvid)
+                extra.append(vec)
+            add_vectors.append(np.stack(extra))
         with self._lock:
             seq = self.last_seq + 1
             rows = [
@@ -109,12 +188,21 @@ class DocumentStore:
             ]
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                old = self._chunk_vids_of(vids)
+                for chunk in _chunks(vids, 500):
+                    self._conn.execute(f"DELETE FROM chunks WHERE doc_vid IN ({','.join('?' * len(chunk))})", chunk)
                 self._conn.executemany(
                     "INSERT INTO documents(vid, id, text, metadata, vector, seq) VALUES (?,?,?,?,?,?) "
                     "ON CONFLICT(vid) DO UPDATE SET id=excluded.id, text=excluded.text, "
                     "metadata=excluded.metadata, vector=excluded.vector, seq=excluded.seq",
                     rows,
                 )
+                self._conn.executemany(
+                    "INSERT INTO chunks(vid, doc_vid, part, start, end, vector, seq) VALUES (?,?,?,?,?,?,?)",
+                    [(*row, seq) for row in chunk_rows],
+                )
+                gone = sorted(set(old) - set(add_vids))
+                self._conn.executemany("INSERT INTO tombstones(vid, seq) VALUES (?, ?)", [(v, seq) for v in gone])
                 self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (str(seq),))
                 self._conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:  # two ids hashing to one vid: astronomically rare
@@ -125,10 +213,22 @@ class DocumentStore:
                 raise
         for d, vid in zip(docs, vids, strict=True):
             d.vid = vid
-        return vids, seq
+        stacked = np.concatenate(add_vectors) if len(add_vectors) > 1 else vectors
+        return Write(vids, seq, np.asarray(add_vids, dtype=np.int64), stacked, gone)
 
-    def delete(self, ids: Sequence[str]) -> tuple[list[int], int]:
-        """Delete documents by id (unknown ids are ignored); returns the removed vector ids and the seq."""
+    def _chunk_vids_of(self, doc_vids: Sequence[int]) -> list[int]:
+        """Vector ids of the extra chunks (part >= 1) stored for these documents (under the lock)."""
+        found: list[int] = []
+        for chunk in _chunks(list(doc_vids), 500):
+            marks = ",".join("?" * len(chunk))
+            found += [
+                r[0]
+                for r in self._conn.execute(f"SELECT vid FROM chunks WHERE part > 0 AND doc_vid IN ({marks})", chunk)
+            ]
+        return found
+
+    def delete(self, ids: Sequence[str]) -> Write:
+        """Delete documents by id (unknown ids are ignored) with their chunks, in one transaction."""
         with self._lock:
             seq = self.last_seq + 1
             self._conn.execute("BEGIN IMMEDIATE")
@@ -141,15 +241,19 @@ class DocumentStore:
                         for r in self._conn.execute(f"SELECT vid FROM documents WHERE id IN ({marks})", chunk)
                     ]
                     self._conn.execute(f"DELETE FROM documents WHERE id IN ({marks})", chunk)
+                extra = self._chunk_vids_of(removed)
+                for chunk in _chunks(removed, 500):
+                    self._conn.execute(f"DELETE FROM chunks WHERE doc_vid IN ({','.join('?' * len(chunk))})", chunk)
                 self._conn.executemany(
-                    "INSERT INTO tombstones(vid, seq) VALUES (?, ?)", [(v, seq) for v in removed]
+                    "INSERT INTO tombstones(vid, seq) VALUES (?, ?)", [(v, seq) for v in removed + extra]
                 )
                 self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (str(seq),))
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return removed, seq
+        empty = np.zeros((0, self.dim or 0), dtype=np.float32)
+        return Write(removed, seq, np.zeros(0, dtype=np.int64), empty, removed + extra, len(removed))
 
     def prune_tombstones(self, up_to_seq: int) -> None:
         """Forget deletions already reflected in a durable index snapshot."""
@@ -160,6 +264,30 @@ class DocumentStore:
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+
+    def chunk_count(self) -> int:
+        """Vectors beyond one per document: the extra chunks of long documents."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM chunks WHERE part > 0").fetchone()[0])
+
+    def vector_count(self) -> int:
+        """Vectors the index must hold: one per document plus the extra chunks."""
+        return self.count() + self.chunk_count()
+
+    def chunk_refs(self, vids: Sequence[int]) -> dict[int, tuple[int, ChunkRef]]:
+        """For vector ids of chunked documents: (the document's vector id, which chunk).
+
+        Vector ids of unchunked documents are absent (they are their document, whole).
+        """
+        out: dict[int, tuple[int, ChunkRef]] = {}
+        with self._lock:
+            for chunk in _chunks([int(v) for v in vids], 500):
+                marks = ",".join("?" * len(chunk))
+                for vid, doc_vid, part, start, end in self._conn.execute(
+                    f"SELECT vid, doc_vid, part, start, end FROM chunks WHERE vid IN ({marks})", chunk
+                ):
+                    out[vid] = (doc_vid, ChunkRef(part, start, end))
+        return out
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """The subset of `ids` already stored (the batch job's resume check)."""
@@ -188,45 +316,44 @@ class DocumentStore:
         return [docs[v] for v in (vector_id(i) for i in ids) if v in docs]
 
     def vectors_for(self, vids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """The stored vectors of `vids` that exist, with their vids (in store order)."""
+        """The stored vectors of `vids` (documents' or chunks') that exist, with their vids."""
         found_vids: list[int] = []
         blobs: list[bytes] = []
         with self._lock:
             for chunk in _chunks([int(v) for v in vids], 500):
                 marks = ",".join("?" * len(chunk))
-                for vid, blob in self._conn.execute(
-                    f"SELECT vid, vector FROM documents WHERE vid IN ({marks})", chunk
-                ):
-                    found_vids.append(vid)
-                    blobs.append(blob)
+                for table in ("documents", "chunks"):
+                    for vid, blob in self._conn.execute(
+                        f"SELECT vid, vector FROM {table} WHERE vid IN ({marks}) AND vector IS NOT NULL", chunk
+                    ):
+                        found_vids.append(vid)
+                        blobs.append(blob)
         return np.asarray(found_vids, dtype=np.int64), self._decode(blobs)
 
     def iter_vectors(self, since_seq: int = 0, batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(vids, vectors) of every document written after `since_seq`, in batches (bounded memory)."""
-        last_vid = -1
-        while True:
-            with self._lock:
-                rows = self._conn.execute(
-                    "SELECT vid, vector FROM documents WHERE seq > ? AND vid > ? ORDER BY vid LIMIT ?",
-                    (since_seq, last_vid, batch),
-                ).fetchall()
-            if not rows:
-                return
-            last_vid = rows[-1][0]
-            yield np.asarray([r[0] for r in rows], dtype=np.int64), self._decode([r[1] for r in rows])
+        """(vids, vectors) of every document and chunk written after `since_seq`, in bounded batches."""
+        for table in ("documents", "chunks"):
+            last_vid = -1
+            while True:
+                with self._lock:
+                    rows = self._conn.execute(
+                        f"SELECT vid, vector FROM {table} WHERE seq > ? AND vid > ? AND vector IS NOT NULL "
+                        "ORDER BY vid LIMIT ?",
+                        (since_seq, last_vid, batch),
+                    ).fetchall()
+                if not rows:
+                    break
+                last_vid = rows[-1][0]
+                yield np.asarray([r[0] for r in rows], dtype=np.int64), self._decode([r[1] for r in rows])
 
     def tombstones_since(self, seq: int) -> np.ndarray:
         with self._lock:
             rows = self._conn.execute("SELECT vid FROM tombstones WHERE seq > ?", (seq,)).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
-    def all_vids(self) -> np.ndarray:
-        with self._lock:
-            rows = self._conn.execute("SELECT vid FROM documents").fetchall()
-        return np.asarray([r[0] for r in rows], dtype=np.int64)
-
-    def vids_matching(self, filter_: dict[str, Any]) -> np.ndarray:
-        """Vector ids of documents whose metadata equals every `field: value` pair of the filter."""
+    def vids_matching(self, filter_: dict[str, Any]) -> tuple[np.ndarray, int]:
+        """Vector ids (documents' and their chunks') of documents whose metadata equals every
+        `field: value` pair of the filter, and how many documents that is."""
         clauses: list[str] = []
         params: list[Any] = []
         for key, value in filter_.items():
@@ -247,7 +374,11 @@ class DocumentStore:
         where = " AND ".join(clauses) if clauses else "1"
         with self._lock:
             rows = self._conn.execute(f"SELECT vid FROM documents WHERE {where}", params).fetchall()
-        return np.asarray([r[0] for r in rows], dtype=np.int64)
+            extra = self._conn.execute(
+                f"SELECT vid FROM chunks WHERE part > 0 AND doc_vid IN (SELECT vid FROM documents WHERE {where})",
+                params,
+            ).fetchall()
+        return np.asarray([r[0] for r in rows + extra], dtype=np.int64), len(rows)
 
     def close(self) -> None:
         with self._lock:

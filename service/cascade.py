@@ -64,7 +64,7 @@ class RerankCascade:
         timeout = min(stage.timeout_s or self.timeout_s, self.timeout_s)
         start = time.perf_counter()
         try:
-            outcome = await self.service.rerank(query, [h.text for h in head], method=method, model=model,
+            outcome = await self.service.rerank(query, [h.passage for h in head], method=method, model=model,
                                                 deadline=time.monotonic() + timeout)
         except DeadlineExceeded:
             return hits, CascadeReport(False, f"deadline of {timeout:.3g}s passed: first-stage order kept",

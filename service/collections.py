@@ -11,7 +11,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from indexing.calibration.serving import (
     install_calibration,
 )
 from indexing.calibration.shipped import shipped_calibration
+from indexing.chunks import assemble, plan_chunks, resolve_chunking, stored_chunks
 from indexing.collection import Collection, CollectionCatalog, CollectionConfig, Hit, SearchResult
 from indexing.errors import (
     CollectionExists,
@@ -36,7 +37,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import default_query_id
-from indexing.store import Document
+from indexing.store import Chunk, Document
 from service.embedding import EmbeddingService
 from service.errors import (
     Conflict,
@@ -122,9 +123,8 @@ class CollectionService:
     async def index_demo(self) -> None:
         """Create and fill the demo collection from the shipped corpus, so a search answers at once."""
         rows = read_jsonl(DEMO_CORPUS)
-        await self.create(
-            CollectionConfig(self.settings.demo_collection_name, self.embedding.space, self.embedding.dim)
-        )
+        config = CollectionConfig(self.settings.demo_collection_name, self.embedding.space, self.embedding.dim)
+        await self.create(self.chunking_for(config, None, None))
         docs = [DocumentIn(id=r["id"], text=r["text"], metadata=r.get("metadata", {})) for r in rows]
         await self.upsert(self.settings.demo_collection_name, docs)
         log.info("indexed the demo collection %r (%d documents)", self.settings.demo_collection_name, len(docs))
@@ -169,6 +169,24 @@ class CollectionService:
         log.info("demo collection: shipped calibration installed (min_relevance %.3f)", calibration.threshold)
 
     # ---- collections ----
+    def chunking_for(self, config: CollectionConfig, tokens: int | None, overlap: int | None) -> CollectionConfig:
+        """The config with its chunking settled: the served model's window by default, off with 0.
+
+        A collection of another model holds client vectors, which are never chunked.
+        """
+        if not (config.model in self.embedding.space_aliases and config.dim == self.embedding.dim):
+            if tokens or overlap:
+                raise InvalidRequest(
+                    f"chunk_tokens: collection model {config.model!r} is not the served "
+                    f"{self.embedding.space!r}; its documents come as vectors and cannot be chunked"
+                )
+            return replace(config, chunk_tokens=None, chunk_overlap=0)
+        try:
+            chunk_tokens, chunk_overlap = resolve_chunking(self.embedding.chunk_budget(), tokens, overlap)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return replace(config, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+
     async def create(self, config: CollectionConfig) -> dict[str, Any]:
         with _mapped_errors():
             coll = await self._in_worker(self.catalog.create, config)
@@ -209,20 +227,25 @@ class CollectionService:
             if doc.id in seen:
                 raise InvalidRequest(f"documents[{i}].id: duplicate id {doc.id!r} in one request")
             seen.add(doc.id)
-        vectors, cut = await self._document_vectors(coll, documents)
+        vectors, chunks, cut = await self._document_vectors(coll, documents)
         docs = [Document(d.id, d.text, d.metadata) for d in documents]
         with _mapped_errors():
-            await self._in_worker(coll.upsert, docs, vectors)
+            await self._in_worker(coll.upsert, docs, vectors, chunks)
         return [d.id for d in documents], [documents[i].id for i in cut]
 
-    async def _document_vectors(self, coll: Collection, documents: list[DocumentIn]) -> tuple[np.ndarray, list[int]]:
-        """Given vectors where sent, embeddings of the text otherwise (one batched call per chunk).
+    async def _document_vectors(
+        self, coll: Collection, documents: list[DocumentIn]
+    ) -> tuple[np.ndarray, list[list[Chunk]], list[int]]:
+        """Given vectors where sent, embeddings of the text otherwise (batched, on the bulk lane).
 
-        Also the positions whose text was longer than the model reads (embedded from its start).
+        A chunked collection embeds each chunk of a long text; chunk 0 is the document's vector.
+        Also returns the positions whose text was not embedded whole (cut to the model's window, or
+        past `RRS_MAX_CHUNKS_PER_DOCUMENT` chunks).
         """
         out = np.zeros((len(documents), coll.config.dim), dtype=np.float32)
+        chunks: list[list[Chunk]] = [[] for _ in documents]
         to_embed: list[int] = []
-        cut: list[int] = []
+        cut: set[int] = set()
         for i, doc in enumerate(documents):
             if doc.vector is not None:
                 if len(doc.vector) != coll.config.dim:
@@ -234,17 +257,26 @@ class CollectionService:
                 raise InvalidRequest(f"documents[{i}]: needs a non-empty `text` or a `vector`")
             else:
                 to_embed.append(i)
-        if to_embed:
-            self._check_embeddable(coll, "documents")
-            step = self.settings.max_inputs_per_request
-            for start in range(0, len(to_embed), step):
-                rows = to_embed[start : start + step]
-                result = await self.embedding.embed(
-                    [documents[i].text for i in rows], input_type="document", use_cache=False, bulk=True
-                )
-                out[rows] = result.vectors
-                cut.extend(rows[j] for j in result.truncated)
-        return out, cut
+        if not to_embed:
+            return out, chunks, []
+        self._check_embeddable(coll, "documents")
+        texts = [documents[i].text for i in to_embed]
+        if coll.config.chunk_tokens:
+            spans = await self.embedding.split(texts, coll.config.chunk_tokens, coll.config.chunk_overlap)
+        else:
+            spans = [[(0, len(t))] for t in texts]
+        plan = plan_chunks(to_embed, spans, self.settings.max_chunks_per_document)
+        cut.update(plan.capped)
+        step = self.settings.max_inputs_per_request
+        for start in range(0, len(plan.pieces), step):
+            batch = plan.pieces[start : start + step]
+            result = await self.embedding.embed(
+                [documents[p.doc].text[p.start : p.end] for p in batch],
+                input_type="document", use_cache=False, bulk=True,
+            )
+            cut.update(batch[j].doc for j in result.truncated)
+            assemble(batch, result.vectors, out, chunks)
+        return out, stored_chunks(chunks), sorted(cut)
 
     def _in_served_space(self, coll: Collection) -> bool:
         """The collection holds vectors of the space the server embeds text into (model, TempScale, dim)."""

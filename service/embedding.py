@@ -119,6 +119,16 @@ class EmbeddingService:
         await self.embed(["warm-up"], input_type="query", use_cache=False)
         self.warmed_up = True
 
+    def chunk_budget(self) -> int:
+        """Text tokens of a document one embedding reads (the model's window less its overhead)."""
+        return self.embedder.chunk_budget("document")
+
+    async def split(self, texts: list[str], max_tokens: int, overlap: int) -> list[list[tuple[int, int]]]:
+        """Chunk spans of each document text (tokenizing in a worker thread when the texts are long)."""
+        if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
+            return self.embedder.split(texts, max_tokens, overlap)
+        return await anyio.to_thread.run_sync(self.embedder.split, texts, max_tokens, overlap)
+
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in self.aliases:
             raise NotFound(f"model '{model}' is not served here; served embedding models: "

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     )
     max_top_k: int = Field(1000, ge=1)
     max_documents_per_upsert: int = Field(4096, ge=1)
+    max_chunks_per_document: int = Field(
+        512, ge=1, description="A chunked document beyond this many chunks (~128k tokens at 254 a chunk) is "
+        "embedded from its start only, and the upsert lists it under `truncated`."
+    )
     snapshot_every: int = Field(1000, ge=1, description="Write an index snapshot after this many changes.")
     demo_collection_name: str = "demo"
     index_device: str = Field(

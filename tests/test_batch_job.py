@@ -44,8 +44,26 @@ def test_job_reports_documents_longer_than_the_model_reads(tmp_path: Path, embed
     rows = [{"_id": "a", "text": "short text"}, {"_id": "b", "text": "many words here " * 200},
             {"_id": "c", "text": "another short one"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = index_file(tmp_path / "data", "docs", path, embedder, progress=False, chunk_tokens=0)
+    assert (report.indexed, report.truncated, report.chunked) == (3, 1, 0)
+
+
+def test_job_chunks_long_documents_of_a_new_collection(tmp_path: Path, embedder):
+    path = tmp_path / "docs.jsonl"
+    needle = "The lighthouse keeper logged every passing ship in a leather book."
+    long_text = "Cows graze in the meadow all summer long. " * 60 + needle
+    rows = [{"_id": "a", "text": "short text"}, {"_id": "b", "text": long_text}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     report = index_file(tmp_path / "data", "docs", path, embedder, progress=False)
-    assert (report.indexed, report.truncated) == (3, 1)
+    assert (report.indexed, report.truncated, report.chunked) == (2, 0, 1) and report.vectors > 3
+    coll = Collection.open(tmp_path / "data" / "collections" / "docs")
+    assert (coll.config.chunk_tokens, coll.config.chunk_overlap) == (254, 31)
+    assert len(coll.index) == report.vectors
+    hit = coll.search(embedder.encode(["who logged the passing ships?"], input_type="query"), 1)[0].hits[0]
+    assert hit.id == "b" and hit.chunk is not None and hit.chunk.part > 0 and needle in hit.passage
+    coll.close()
+    with pytest.raises(InvalidDocument, match="was created with chunk_tokens 254"):
+        index_file(tmp_path / "data", "docs", path, embedder, progress=False, chunk_tokens=128)
 
 
 def test_csv_and_parquet_with_named_fields(tmp_path: Path):

@@ -17,7 +17,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.snapshot import read_manifest, update_manifest
-from indexing.store import Document
+from indexing.store import Chunk, ChunkRef, Document
 
 DIM = 8
 
@@ -189,3 +189,85 @@ def test_collection_grows_into_its_ann_kind_on_rebuild(catalog: CollectionCatalo
     coll.rebuild()
     assert coll.index.kind == "ivf_flat" and len(coll.index) == 2500
     assert json.loads((coll.folder / "manifest.json").read_text())["built_kind"] == "ivf_flat"
+
+
+def _chunked(n_docs: int, parts: int, seed: int = 0) -> tuple[list[Document], np.ndarray, list[list[Chunk]]]:
+    """Documents of `parts` chunks each, with random chunk vectors (chunk 0's is the document's)."""
+    rng = np.random.default_rng(seed)
+    docs = [Document(f"long{i}", "x" * (10 * parts), {"i": i}) for i in range(n_docs)]
+    vecs = rng.normal(size=(n_docs, parts, DIM)).astype(np.float32)
+    chunks = [[Chunk(10 * p, 10 * p + 10, None if p == 0 else vecs[i, p]) for p in range(parts)]
+              for i in range(n_docs)]
+    return docs, vecs[:, 0], chunks
+
+
+def test_chunked_documents_score_as_their_best_chunk_and_count_once(catalog: CollectionCatalog):
+    coll = catalog.create(CollectionConfig("c", "m", DIM, chunk_tokens=64, chunk_overlap=8))
+    docs, x, chunks = _chunked(3, parts=6)
+    coll.upsert(docs, x, chunks)
+    short, y = _docs(20, start=100)  # another seed than the chunks'
+    coll.upsert(short, y)
+    assert len(coll.index) == coll.store.vector_count() == 3 * 6 + 20 and coll.store.chunk_count() == 15
+    target = chunks[1][4].vector
+    hits = coll.search(target[None, :], 5)[0].hits
+    assert hits[0].id == "long1" and hits[0].chunk is not None
+    assert (hits[0].chunk.part, hits[0].chunk.start, hits[0].chunk.end) == (4, 40, 50)
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5) and hits[0].passage == "x" * 10
+    ids = [h.id for h in hits]
+    assert len(ids) == len(set(ids)) == 5  # one hit per document, still top_k of them
+    # The score of a document is the max over its chunks: exactly the brute-force answer.
+    allv = np.concatenate([np.stack([x[i]] + [c.vector for c in chunks[i][1:]]) for i in range(3)] + [y])
+    owner = [f"long{i}" for i in range(3) for _ in range(6)] + [d.id for d in short]
+    alln = allv / np.linalg.norm(allv, axis=1, keepdims=True)
+    q = y[7] / np.linalg.norm(y[7])
+    best: dict[str, float] = {}
+    for o, s in zip(owner, alln @ q, strict=True):
+        best[o] = max(best.get(o, -2.0), float(s))
+    want = sorted(best, key=lambda o: -best[o])[:10]
+    got = coll.search(y[7:8], 10)[0].hits
+    assert [h.id for h in got] == want
+    np.testing.assert_allclose([h.score for h in got], [best[o] for o in want], atol=1e-5)
+
+
+def test_every_chunk_of_one_document_matching_still_fills_top_k(catalog: CollectionCatalog):
+    """Widening: 40 near-identical chunks of one document rank above everything else."""
+    coll = catalog.create(CollectionConfig("c", "m", DIM, chunk_tokens=64, chunk_overlap=8))
+    base = np.ones(DIM, np.float32)
+    rng = np.random.default_rng(1)
+    chunks = [[Chunk(p, p + 1, None if p == 0 else base + 0.01 * rng.normal(size=DIM).astype(np.float32))
+               for p in range(40)]]
+    coll.upsert([Document("dup", "y" * 40, {})], base[None, :], chunks)
+    others, z = _docs(30, start=100)
+    coll.upsert(others, z)
+    hits = coll.search(base[None, :], 8)[0].hits
+    assert hits[0].id == "dup" and len(hits) == 8 and len({h.id for h in hits}) == 8
+
+
+def test_chunk_writes_are_replayed_and_replacements_drop_old_chunks(catalog: CollectionCatalog):
+    coll = catalog.create(CollectionConfig("c", "m", DIM, chunk_tokens=64, chunk_overlap=8))
+    docs, x, chunks = _chunked(4, parts=5)
+    coll.upsert(docs, x, chunks)
+    coll.snapshot()
+    # Not in the snapshot: a document shrinks from 5 chunks to 2, another is deleted, a third is unchunked.
+    d0, x0, c0 = _chunked(1, parts=2, seed=9)
+    coll.upsert(d0, x0, c0)  # "long0" again
+    coll.delete(["long1"])
+    coll.upsert([Document("long2", "whole", {})], x[2:3])
+    reopened = Collection.open(coll.folder)  # a crash: no close, no snapshot
+    assert len(reopened.index) == reopened.store.vector_count() == 2 + 5 + 1
+    assert reopened.store.chunk_count() == 1 + 4
+    old_chunk = chunks[0][3].vector
+    assert reopened.search(old_chunk[None, :], 4)[0].hits[0].chunk != ChunkRef(3, 30, 40)
+    hit = reopened.search(c0[0][1].vector[None, :], 1)[0].hits[0]
+    assert (hit.id, hit.chunk.part) == ("long0", 1)
+    assert "long1" not in {h.id for h in reopened.search(chunks[1][2].vector[None, :], 4)[0].hits}
+    reopened.rebuild()  # from the store's vectors: the same index
+    assert len(reopened.index) == 8
+    assert reopened.search(c0[0][1].vector[None, :], 1)[0].hits[0].chunk.part == 1
+    reopened.close()
+
+
+def test_document_ids_with_nul_are_refused(catalog: CollectionCatalog):
+    coll = catalog.create(CollectionConfig("c", "m", DIM))
+    with pytest.raises(InvalidDocument, match=r"documents\[0\].id: must not contain the NUL"):
+        coll.upsert([Document("a\x001", "t", {})], np.ones((1, DIM), np.float32))

@@ -71,18 +71,75 @@ def test_upsert_then_search_finds_the_document(client, collection):
     assert body["hits"][0]["score"] >= body["hits"][1]["score"] >= body["hits"][2]["score"]
 
 
+ALMANAC_OPENING = "Honey bees pollinate almond orchards every spring. "
+ALMANAC_TAIL = "The almanac lists tide tables, moon phases and frost dates for farmers. " * 40  # ~600 tokens
+
+
 def test_upsert_names_documents_longer_than_the_model_reads(client):
-    """Over 256 tokens the embedding covers only the start: the response says which, the text stays whole."""
+    """Without chunking, over 256 tokens the embedding covers only the start: the response says which."""
     name = f"long-{uuid.uuid4().hex[:8]}"
-    assert client.post("/v1/collections", json={"name": name}).status_code == 201
-    opening = "Honey bees pollinate almond orchards every spring. "
-    tail = "The almanac lists tide tables, moon phases and frost dates for farmers. " * 40  # ~600 tokens
-    docs = [{"id": "short", "text": opening}, {"id": "long", "text": opening + tail}]
+    r = client.post("/v1/collections", json={"name": name, "chunk_tokens": 0})
+    assert r.status_code == 201 and r.json()["chunk_tokens"] is None
+    docs = [{"id": "short", "text": ALMANAC_OPENING}, {"id": "long", "text": ALMANAC_OPENING + ALMANAC_TAIL}]
     r = client.post(f"/v1/collections/{name}/documents", json={"documents": docs})
     assert r.status_code == 200 and r.json()["truncated"] == ["long"]
     hits = _search(client, name, query="tide tables and frost dates", top_k=2)["hits"]
-    assert next(h for h in hits if h["id"] == "long")["text"] == opening + tail
+    long_hit = next(h for h in hits if h["id"] == "long")
+    assert long_hit["text"] == ALMANAC_OPENING + ALMANAC_TAIL and long_hit["chunk"] is None
+    assert client.get(f"/v1/collections/{name}").json()["chunks"] == 0
     client.delete(f"/v1/collections/{name}")
+
+
+def test_long_documents_are_chunked_and_found_by_any_part(client):
+    """By default a long document is embedded as overlapping chunks: a passage past the window is found,
+    the hit names the chunk, and the document is one hit however many of its chunks match."""
+    name = f"chunk-{uuid.uuid4().hex[:8]}"
+    r = client.post("/v1/collections", json={"name": name})
+    assert r.status_code == 201
+    info = r.json()
+    assert (info["chunk_tokens"], info["chunk_overlap"]) == (254, 31)  # MiniLM: 256 less [CLS] and [SEP]
+    needle = "Volcanic ash from the 1815 Tambora eruption caused the year without a summer."
+    long_text = ALMANAC_OPENING + ALMANAC_TAIL + needle
+    docs = [{"id": "long", "text": long_text, "metadata": {"kind": "almanac"}},
+            {"id": "bees", "text": PASSAGES[0][1], "metadata": {"kind": "fact"}},
+            {"id": "jupiter", "text": PASSAGES[2][1], "metadata": {"kind": "fact"}}]
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": docs})
+    assert r.status_code == 200 and r.json()["truncated"] == []
+    info = client.get(f"/v1/collections/{name}").json()
+    assert info["count"] == 3 and info["chunks"] >= 2 and info["indexed"] == info["count"] + info["chunks"]
+
+    body = _search(client, name, query="which eruption caused a year without summer?", top_k=3)
+    hits = body["hits"]
+    assert [h["id"] for h in hits].count("long") == 1 and len(hits) == 3  # one hit per document
+    assert hits[0]["id"] == "long" and hits[0]["text"] == long_text
+    chunk = hits[0]["chunk"]
+    assert chunk["index"] >= 2 and needle in chunk["text"] and long_text[chunk["start"]:chunk["end"]] == chunk["text"]
+    assert hits[1]["chunk"] is None  # a short document is stored whole
+    # The same through a filter (exact search over the matching documents' vectors, chunks included).
+    filtered = _search(client, name, query="year without a summer", top_k=2, filter={"kind": "almanac"})
+    assert [h["id"] for h in filtered["hits"]] == ["long"] and filtered["filtered_count"] == 1
+
+    # Replaced by a short text, its old chunks leave the index; deleted, nothing of it is left.
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": [{"id": "long", "text": needle}]})
+    assert r.status_code == 200
+    info = client.get(f"/v1/collections/{name}").json()
+    assert (info["chunks"], info["indexed"]) == (0, 3)
+    r = client.request("DELETE", f"/v1/collections/{name}/documents", json={"ids": ["long"]})
+    assert r.json()["deleted"] == 1 and client.get(f"/v1/collections/{name}").json()["indexed"] == 2
+    client.delete(f"/v1/collections/{name}")
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"chunk_tokens": 4}, "chunk_tokens: must be between 8 and the model's window of 254"),
+    ({"chunk_tokens": 300}, "chunk_tokens: must be between 8"),
+    ({"chunk_tokens": 64, "chunk_overlap": 40}, "chunk_overlap: must be between 0 and half"),
+    ({"chunk_tokens": 0, "chunk_overlap": 8}, "chunk_overlap: chunking is off"),
+    ({"model": "custom", "dimension": 4, "chunk_tokens": 64}, "cannot be chunked"),
+])
+def test_bad_chunking_is_a_400_naming_the_field(client, body, needle):
+    r = client.post("/v1/collections", json={"name": f"bad-{uuid.uuid4().hex[:8]}", **body})
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
 
 
 def test_upsert_replaces_and_delete_removes(client):

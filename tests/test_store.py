@@ -32,10 +32,9 @@ def test_vector_ids_are_stable_distinct_non_negative_int64():
 
 
 def test_upsert_replaces_and_bumps_sequence(store: DocumentStore):
-    vids, seq1 = store.upsert([Document("a", "first", {"k": 1}), Document("b", "bee", {})], _vecs(2))
-    assert seq1 == 1 and vids == [vector_id("a"), vector_id("b")]
-    _, seq2 = store.upsert([Document("a", "second", {"k": 2})], _vecs(1, seed=1))
-    assert seq2 == 2
+    first = store.upsert([Document("a", "first", {"k": 1}), Document("b", "bee", {})], _vecs(2))
+    assert first.seq == 1 and first.vids == [vector_id("a"), vector_id("b")]
+    assert store.upsert([Document("a", "second", {"k": 2})], _vecs(1, seed=1)).seq == 2
     assert store.count() == 2
     doc = store.get_by_ids(["a"])[0]
     assert (doc.text, doc.metadata) == ("second", {"k": 2})
@@ -48,8 +47,9 @@ def test_upsert_replaces_and_bumps_sequence(store: DocumentStore):
 
 def test_delete_removes_and_records_tombstones(store: DocumentStore):
     store.upsert([Document(i, i) for i in "abc"], _vecs(3))
-    removed, seq = store.delete(["a", "zzz"])
-    assert removed == [vector_id("a")] and store.count() == 2
+    write = store.delete(["a", "zzz"])
+    removed, seq = write.remove_vids, write.seq
+    assert removed == [vector_id("a")] and write.documents == 1 and store.count() == 2
     assert store.tombstones_since(seq - 1).tolist() == [vector_id("a")]
     store.prune_tombstones(seq)
     assert store.tombstones_since(0).size == 0
@@ -77,7 +77,7 @@ def test_metadata_equality_filter(store: DocumentStore):
     store.upsert(docs, _vecs(3))
 
     def ids(f: dict) -> set[str]:
-        return {d.id for d in store.get_by_vids(store.vids_matching(f).tolist()).values()}
+        return {d.id for d in store.get_by_vids(store.vids_matching(f)[0].tolist()).values()}
 
     assert ids({"lang": "en"}) == {"1", "3"}
     assert ids({"lang": "en", "year": 2020}) == {"1"}

@@ -50,8 +50,8 @@ class CollectionCalibrator:
         """
         if found is None:
             n = self.calibration.n_candidates
-            scores, vids = self.collection.index.search(np.asarray(query_vector, np.float32)[None, :], n, None)
-            found = scores[0], vids[0]
+            near = self.collection.nearest(np.asarray(query_vector, np.float32)[None, :], n)
+            found = near.scores[0], near.vids[0]
         scores, vids = found[0][: self.calibration.n_candidates], found[1][: self.calibration.n_candidates]
         ok = vids >= 0
         if ok.any():
@@ -91,8 +91,8 @@ def topic_neighbour_scores(
     by_vid = dict(zip(found.tolist(), collection.index.prepare(vectors), strict=True))
     ranked = [by_vid[v] for v in np.asarray(ranked_vids[:largest]).tolist() if v in by_vid]
     centres = np.stack([topic_centre(np.stack(ranked[:m])) for m in topic_sizes])
-    scores, vids = collection.index.search(collection.index.prepare(centres), depth, None)
-    return {m: scores[i][vids[i] >= 0] for i, m in enumerate(topic_sizes)}
+    near = collection.nearest(centres, depth)
+    return {m: near.scores[i][near.vids[i] >= 0] for i, m in enumerate(topic_sizes)}
 
 
 def coherence_tails(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from models.device import pick_device, pick_dtype
+from models.embedder.chunking import Span, split_texts
 from models.embedder.tempscale import apply_attention_temperature, check_temperature, space_id, split_space
 from models.resolve import ResolvedModel, resolve_model
 from models.safety import check_safe_weights
@@ -131,6 +132,16 @@ class SentenceTransformerEmbedder:
             for i, ids in zip(over, cut, strict=True):
                 out[i] = TokenizedText(tuple(ids), truncated=True)
         return out
+
+    # -- chunking -----------------------------------------------------------------------------
+    def chunk_budget(self, input_type: str | None = "document") -> int:
+        """Text tokens one input can hold: the window less the special tokens and the model's prompt."""
+        overhead = len(self.tokenizer([self.prompt_for(input_type)], add_special_tokens=True)["input_ids"][0])
+        return max(1, self.max_seq_length - overhead)
+
+    def split(self, texts: list[str], max_tokens: int, overlap: int) -> list[list[Span]]:
+        """Character spans of each text's chunks (one span covering a text that fits)."""
+        return split_texts(self.tokenizer, texts, max_tokens, overlap)
 
     # -- inference ----------------------------------------------------------------------------
     @torch.inference_mode()

@@ -13,6 +13,7 @@ from service.schemas.collections import (
     CreateCollectionRequest,
     DeleteDocumentsRequest,
     DeleteDocumentsResponse,
+    HitChunk,
     SearchHit,
     SearchRequest,
     SearchRerankReport,
@@ -46,6 +47,7 @@ async def create_collection(
         body.metric,
         body.index,
     )
+    config = service.chunking_for(config, body.chunk_tokens, body.chunk_overlap)
     return CollectionInfo(**await service.create(config))
 
 
@@ -106,6 +108,9 @@ async def search_collection(
             rerank_score=h.rerank_score,
             text=h.text,
             metadata=h.metadata,
+            chunk=None if h.chunk is None else HitChunk(
+                index=h.chunk.part, start=h.chunk.start, end=h.chunk.end, text=h.passage
+            ),
         )
         for h in result.hits
     ]

@@ -23,6 +23,14 @@ class CreateCollectionRequest(BaseModel):
     index: Literal["auto", "flat", "hnsw", "ivf_flat", "ivf_pq"] = Field(
         "auto", description="ANN index kind; `auto` is exact below 50k documents and HNSW above."
     )
+    chunk_tokens: int | None = Field(
+        None, ge=0, description="Documents longer than this many tokens are embedded as overlapping chunks, "
+        "each its own vector; a document scores as its best chunk. Default: the model's window; 0: no "
+        "chunking (text past the window is then not embedded)."
+    )
+    chunk_overlap: int | None = Field(
+        None, ge=0, description="Tokens shared by consecutive chunks (default: chunk_tokens / 8)."
+    )
 
 
 class CollectionInfo(BaseModel):
@@ -35,7 +43,12 @@ class CollectionInfo(BaseModel):
     index_kind: str | None = None
     built_kind: str | None = None
     count: int | None = Field(None, description="Documents in the store (the source of truth).")
-    indexed: int | None = Field(None, description="Vectors live in the ANN index (equals `count`).")
+    indexed: int | None = Field(
+        None, description="Vectors live in the ANN index: one per document plus `chunks` (equals their sum)."
+    )
+    chunks: int | None = Field(None, description="Vectors beyond one per document: extra chunks of long ones.")
+    chunk_tokens: int | None = Field(None, description="Chunk window in tokens; null when not chunked.")
+    chunk_overlap: int | None = None
     calibrated: bool = False
     created_at: float | None = None
 
@@ -117,6 +130,15 @@ class SearchRequest(BaseModel):
     rerank: SearchRerank | None = None
 
 
+class HitChunk(BaseModel):
+    """The chunk of a long document that matched (offsets are Unicode code points into `text`)."""
+
+    index: int = Field(..., description="Chunk number within the document, from 0.")
+    start: int
+    end: int
+    text: str = Field(..., description="`text[start:end]`: the passage to show or to pass on.")
+
+
 class SearchHit(BaseModel):
     id: str
     score: float = Field(..., description="Similarity (cosine or inner product; -squared L2 for l2).")
@@ -124,6 +146,7 @@ class SearchHit(BaseModel):
     rerank_score: float | None = None
     text: str
     metadata: dict[str, Any]
+    chunk: HitChunk | None = Field(None, description="Present when the document is stored as several chunks.")
 
 
 class SearchResponse(BaseModel):

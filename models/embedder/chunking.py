@@ -1,0 +1,112 @@
+"""Split long texts into overlapping token windows, as character spans of the original text.
+
+An encoder reads a fixed number of tokens; whatever lies beyond is silently not embedded. A
+collection with chunking on embeds each window of a long document as its own vector instead, so
+every part of the text can be found. Windows are cut on the model's own tokens (so each one fits
+the model exactly), end at a sentence break when one falls in the window's last quarter, else at
+a word break, and overlap by `overlap` tokens so that a sentence cut in two is whole in one of them.
+
+Spans are Python string offsets (code points) into the text as given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+Span = tuple[int, int]
+
+_SENTENCE_END = frozenset(".!?;\n\u3002\uff01\uff1f")
+_WORD = re.compile(r"\S+")
+
+
+def token_windows(offsets: Sequence[Span], text: str, max_tokens: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) token ranges covering every token; `offsets` are each token's character span."""
+    n = len(offsets)
+    if n <= max_tokens:
+        return [(0, n)]
+    windows: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = min(start + max_tokens, n)
+        if end < n:
+            end = _break_before(offsets, text, start, end, max_tokens)
+        windows.append((start, end))
+        if end >= n:
+            return windows
+        start = _word_start(offsets, max(end - overlap, start + 1), start + 1)
+
+
+def _word_start(offsets: Sequence[Span], t: int, lowest: int) -> int:
+    """Move a window start back (at most 8 tokens, never below `lowest`) to where a word begins."""
+    for cand in range(t, max(lowest, t - 8) - 1, -1):
+        if cand == 0 or offsets[cand][0] > offsets[cand - 1][1]:
+            return cand
+    return t
+
+
+def _break_before(offsets: Sequence[Span], text: str, start: int, end: int, max_tokens: int) -> int:
+    """The best cut at or before `end`: a sentence end in the last quarter, else the last word break."""
+    floor = start + max(1, (3 * max_tokens) // 4)
+    word_break = None
+    for t in range(end, floor, -1):  # cut between token t-1 and token t
+        last_char = offsets[t - 1][1]
+        gap = offsets[t][0] > last_char  # whitespace (or nothing a token covers) between them
+        if gap and (text[last_char - 1] in _SENTENCE_END or "\n" in text[last_char : offsets[t][0]]):
+            return t
+        if gap and word_break is None:
+            word_break = t
+    return word_break if word_break is not None else end
+
+
+def split_offsets(offsets: Sequence[Span], text: str, max_tokens: int, overlap: int) -> list[Span]:
+    """Character spans of the windows (leading/trailing whitespace of each is left out)."""
+    if not offsets:
+        return [(0, len(text))]
+    spans = []
+    for a, b in token_windows(offsets, text, max_tokens, overlap):
+        spans.append((offsets[a][0], offsets[b - 1][1]))
+    if len(spans) == 1:  # the text fits: it is embedded whole, exactly as without chunking
+        return [(0, len(text))]
+    return spans
+
+
+def split_texts(tokenizer: Any, texts: Sequence[str], max_tokens: int, overlap: int) -> list[list[Span]]:
+    """Spans per text; one span `(0, len(text))` for a text that fits in `max_tokens` tokens."""
+    try:
+        enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+        mappings = enc["offset_mapping"]
+    except (NotImplementedError, KeyError, TypeError, ValueError):  # a tokenizer without offsets
+        return [split_by_words(tokenizer, text, max_tokens, overlap) for text in texts]
+    out = []
+    for text, offs in zip(texts, mappings, strict=True):
+        offs = [(int(a), int(b)) for a, b in offs if b > a]  # drop zero-width tokens
+        out.append(split_offsets(offs, text, max_tokens, overlap))
+    return out
+
+
+def split_by_words(tokenizer: Any, text: str, max_tokens: int, overlap: int) -> list[Span]:
+    """For tokenizers without offsets: each word's tokens get that word's span (same windows, whole words)."""
+    words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    if not words:
+        return [(0, len(text))]
+    counts = tokenizer([text[a:b] for a, b in words], add_special_tokens=False)["input_ids"]
+    offsets: list[Span] = []
+    for (a, b), ids in zip(words, counts, strict=True):
+        offsets.extend([(a, b)] * max(1, len(ids)))
+    # Pieces of one word share its span; cuts inside a word are moved to its start by this pass.
+    spans = []
+    for ta, tb in token_windows(offsets, text, max_tokens, overlap):
+        spans.append((offsets[ta][0], offsets[tb - 1][1]))
+    if len(spans) == 1:
+        return [(0, len(text))]
+    return _dedupe(spans)
+
+
+def _dedupe(spans: list[Span]) -> list[Span]:
+    out: list[Span] = []
+    for span in spans:
+        if not out or span != out[-1]:
+            out.append(span)
+    return out
