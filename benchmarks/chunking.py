@@ -18,7 +18,6 @@ indexing seconds and search p50 latency, each as a ratio to `truncate`. Nothing 
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -26,14 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.tempscale import grouped_qrels, long_documents, paired_interval
+from benchmarks.long_documents import base_parser, grouped_qrels, long_documents, paired_interval, save_figure
 from indexing.batch import index_file, read_jsonl
 from indexing.collection import Collection
 from indexing.evaluation import load_beir, score_run
 from models.embedder import load_embedder
 
-DEFAULT_DATASET = Path("../shared/data/msmarco-dl-5k")
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SYSTEMS = {"truncate": (0, None), "chunk-254": (None, None), "chunk-128": (128, 16)}
 
 
@@ -163,21 +160,12 @@ def plot(results: dict, path: Path) -> None:
         ax.set(title=title, ylabel=ylabel)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
-    fig.suptitle(f"Chunking vs truncation, {results['model'].split('/')[-1]}, {results['queries']} judged queries")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path,
+                f"Chunking vs truncation, {results['model'].split('/')[-1]}, {results['queries']} judged queries")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--groups", default="1,3,5", help="Passages joined into one document, per layout.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/chunking.json"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/img/chunking.png"))
+    parser = base_parser(__doc__, "1,3,5", "chunking")
     args = parser.parse_args()
     results = run(args.dataset, args.model, [int(g) for g in args.groups.split(",")], args.seed, args.batch_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,55 +16,19 @@ No parameter is fitted: tau is swept and every value is reported; the server's d
 
 from __future__ import annotations
 
-import argparse
 import json
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.long_documents import base_parser, grouped_qrels, long_documents, paired_interval, save_figure
 from indexing.batch import read_jsonl
 from indexing.evaluation import load_beir, score_run
 from models.embedder import load_embedder
 from models.embedder.tempscale import apply_attention_temperature
 
-DEFAULT_DATASET = Path("../shared/data/msmarco-dl-5k")
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BUCKETS = ((0, 64), (64, 128), (128, 192), (192, 257))
-
-
-def long_documents(corpus: list[dict], group: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
-    """Texts of documents made of `group` random passages each, and the passage ids in each."""
-    order = list(range(len(corpus)))
-    random.Random(seed).shuffle(order)
-    texts, members = [], []
-    for start in range(0, len(order), group):
-        rows = [corpus[i] for i in order[start : start + group]]
-        texts.append(" ".join(f"{r.get('title', '')} {r['text']}".strip() for r in rows))
-        members.append([str(r["_id"]) for r in rows])
-    return texts, members
-
-
-def grouped_qrels(qrels: dict[str, dict[str, int]], members: list[list[str]]) -> dict[str, dict[str, int]]:
-    """A document's grade is the best grade of the passages it holds (unjudged passages: 0)."""
-    owner = {pid: f"d{i}" for i, group in enumerate(members) for pid in group}
-    out: dict[str, dict[str, int]] = {}
-    for qid, grades in qrels.items():
-        docs: dict[str, int] = {}
-        for pid, grade in grades.items():
-            if pid in owner:
-                docs[owner[pid]] = max(docs.get(owner[pid], 0), grade)
-        out[qid] = docs
-    return out
-
-
-def paired_interval(deltas: np.ndarray, n_resamples: int = 2000, level: float = 0.9, seed: int = 0) -> list[float]:
-    """Percentile bootstrap over queries of the mean per-query difference."""
-    rng = np.random.default_rng(seed)
-    means = rng.choice(deltas, size=(n_resamples, len(deltas)), replace=True).mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
 
 
 def collapse_stats(vectors: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
@@ -176,22 +140,12 @@ def plot(results: dict, path: Path) -> None:
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"TempScale, {results['model'].split('/')[-1]}, {results['queries']} judged queries")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, f"TempScale, {results['model'].split('/')[-1]}, {results['queries']} judged queries")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser = base_parser(__doc__, "1,3", "tempscale")
     parser.add_argument("--temperatures", default="1.0,0.9,0.8")
-    parser.add_argument("--groups", default="1,3", help="Passages joined into one document, per layout.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tempscale.json"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/img/tempscale.png"))
     args = parser.parse_args()
     temperatures = [float(t) for t in args.temperatures.split(",")]
     if 1.0 not in temperatures:
