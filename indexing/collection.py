@@ -31,10 +31,12 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
+from indexing.lexical import LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
 from indexing.store import Chunk, ChunkRef, Document, DocumentStore
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SEARCH_MODES = ("dense", "lexical", "hybrid")
 EXACT_FILTER_MAX = 20_000  # a filter matching fewer documents is answered by exact search over them
 STORE_FILE = "store.sqlite3"
 
@@ -77,6 +79,8 @@ class Hit:
     relevance: float | None = None
     rerank_score: float | None = None
     chunk: ChunkRef | None = None  # the chunk that matched, for a document stored as several
+    lexical_score: float | None = None  # BM25 (lexical and hybrid searches, when the lexical side found it)
+    fused_score: float | None = None  # reciprocal rank fusion score (hybrid searches)
 
     @property
     def passage(self) -> str:
@@ -309,27 +313,43 @@ class Collection:
     # ---- search ----
     def search(
         self,
-        query_vectors: np.ndarray,
+        query_vectors: np.ndarray | None,
         top_k: int,
         filter_: dict[str, Any] | None = None,
         min_relevance: float | None = None,
+        *,
+        text: str | None = None,
+        mode: str = "dense",
+        fusion_depth: int = 100,
+        fusion_k: int = 60,
     ) -> list[SearchResult]:
-        """Top-k documents (joined with text and metadata) for each query vector."""
+        """Top-k documents (joined with text and metadata) for each query.
+
+        `mode`: "dense" (the query vectors), "lexical" (BM25 over `text`, one query) or "hybrid"
+        (reciprocal rank fusion of the dense and lexical top-`fusion_depth`, one query).
+        """
+        if mode not in SEARCH_MODES:
+            raise InvalidDocument(f"mode: one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+        if mode != "dense" and (text is None or not text.strip()):
+            raise InvalidDocument(f"mode: {mode} search needs `query` text")
+        if mode == "lexical":
+            assert text is not None
+            return [self._lexical(text, top_k, filter_, min_relevance)]
+        if query_vectors is None:
+            raise InvalidDocument(f"query: {mode} search needs a query vector")
         queries = self.index.prepare(query_vectors)
         allowed = None
         matching = None
         if filter_:
             allowed, matching = self.store.vids_matching(filter_)
+        if mode == "hybrid":
+            assert text is not None
+            return [self._hybrid(queries[:1], text, top_k, filter_, allowed, matching, min_relevance,
+                                 fusion_depth, fusion_k)]
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
-        shared = self.calibrator is not None and allowed is None
-        depth = max(top_k, self.calibrator.n_candidates) if shared else top_k
-        found = self.nearest(queries, depth, allowed)
-        deep = None
-        if shared:
-            n = self.calibrator.n_candidates
-            deep = (found.scores[:, :n], found.vids[:, :n])
+        found = self.nearest(queries, self._depth(top_k, allowed), allowed)
         scores, doc_vids = found.scores[:, :top_k], found.doc_vids[:, :top_k]
         docs = self.store.get_by_vids(np.unique(doc_vids[doc_vids >= 0]).tolist())
         results = []
@@ -339,20 +359,119 @@ class Collection:
                 for s, v, best in zip(scores[row], doc_vids[row], found.vids[row, :top_k], strict=True)
                 if v >= 0 and (d := docs.get(int(v)))
             ]
-            candidates = len(hits)
-            cut = min_relevance
-            if self.calibrator is not None:
-                top_n = None if deep is None else (deep[0][row], deep[1][row])
-                hits = self.calibrator.calibrate(queries[row], hits, top_n)
-                cut = self.calibrator.threshold if cut is None else cut
-            if cut is not None:
-                if self.calibrator is None:
-                    raise InvalidDocument(
-                        f"min_relevance: collection {self.name!r} has no relevance calibration fitted"
-                    )
-                hits = [h for h in hits if h.relevance is not None and h.relevance >= cut]
-            results.append(SearchResult(hits, candidates, matching, cut, candidates - len(hits)))
+            results.append(self._relevance_cut(queries[row], hits, self._deep(found, row, allowed), min_relevance,
+                                               matching))
         return results
+
+    def _depth(self, k: int, allowed: np.ndarray | None) -> int:
+        """Dense depth: k, or the calibrator's n when it reads this same (unfiltered) list."""
+        return max(k, self.calibrator.n_candidates) if self.calibrator is not None and allowed is None else k
+
+    def _deep(self, found: Nearest, row: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The unfiltered top-n the calibrator reads, when this search produced it."""
+        if self.calibrator is None or allowed is not None:
+            return None
+        n = self.calibrator.n_candidates
+        return found.scores[row, :n], found.vids[row, :n]
+
+    def _relevance_cut(
+        self,
+        query: np.ndarray,
+        hits: list[Hit],
+        deep: tuple[np.ndarray, np.ndarray] | None,
+        min_relevance: float | None,
+        matching: int | None,
+    ) -> SearchResult:
+        """Calibrated relevance on each hit, then the cut (the request's, else the fitted threshold)."""
+        candidates = len(hits)
+        cut = min_relevance
+        if self.calibrator is not None:
+            hits = self.calibrator.calibrate(query, hits, deep)
+            cut = self.calibrator.threshold if cut is None else cut
+        if cut is not None:
+            if self.calibrator is None:
+                raise InvalidDocument(f"min_relevance: collection {self.name!r} has no relevance calibration fitted")
+            hits = [h for h in hits if h.relevance is not None and h.relevance >= cut]
+        return SearchResult(hits, candidates, matching, cut, candidates - len(hits))
+
+    def _lexical(
+        self, text: str, top_k: int, filter_: dict[str, Any] | None, min_relevance: float | None
+    ) -> SearchResult:
+        """BM25 hits; calibration maps cosine scores, so lexical hits carry no relevance."""
+        if min_relevance is not None:
+            raise InvalidDocument("min_relevance: lexical search has no calibrated relevance (use mode hybrid)")
+        try:
+            scores, vids = self.store.lexical_search(text, top_k, filter_)
+        except LexicalUnavailable as exc:
+            raise InvalidDocument(f"mode: {exc}") from None
+        docs = self.store.get_by_vids(vids.tolist())
+        hits = [Hit(d.id, float(s), d.text, d.metadata, int(v), lexical_score=float(s))
+                for s, v in zip(scores, vids, strict=True) if (d := docs.get(int(v)))]
+        matching = None if not filter_ else self.store.vids_matching(filter_)[1]
+        return SearchResult(hits, len(hits), matching)
+
+    def _hybrid(
+        self,
+        query: np.ndarray,
+        text: str,
+        top_k: int,
+        filter_: dict[str, Any] | None,
+        allowed: np.ndarray | None,
+        matching: int | None,
+        min_relevance: float | None,
+        depth: int,
+        rrf_k: int,
+    ) -> SearchResult:
+        """Reciprocal rank fusion: each document scores sum(1 / (rrf_k + rank)) over the two rankings.
+
+        Every fused hit keeps its cosine `score` (exact, from the stored vectors, for documents only
+        the lexical side found), so calibration reads it as it reads a dense hit's.
+        """
+        depth = max(depth, top_k)
+        found = self.nearest(query, self._depth(depth, allowed), allowed)
+        try:
+            lex_scores, lex_vids = self.store.lexical_search(text, depth, filter_)
+        except LexicalUnavailable as exc:
+            raise InvalidDocument(f"mode: {exc}") from None
+        fused: dict[int, float] = {}
+        dense: dict[int, tuple[float, int]] = {}
+        for rank, (s, doc, best) in enumerate(
+            zip(found.scores[0, :depth], found.doc_vids[0, :depth], found.vids[0, :depth], strict=True)
+        ):
+            if doc >= 0:
+                fused[int(doc)] = fused.get(int(doc), 0.0) + 1.0 / (rrf_k + rank + 1)
+                dense[int(doc)] = (float(s), int(best))
+        lexical = {int(v): float(s) for s, v in zip(lex_scores, lex_vids, strict=True)}
+        for rank, doc in enumerate(lexical):
+            fused[doc] = fused.get(doc, 0.0) + 1.0 / (rrf_k + rank + 1)
+        order = sorted(fused, key=lambda d: -fused[d])[:top_k]
+        dense.update(self._exact_document_scores(query[0], [d for d in order if d not in dense]))
+        exact_refs = self.store.chunk_refs([dense[d][1] for d in order if d in dense])
+        refs = {**found.chunks, **{vid: ref for vid, (_, ref) in exact_refs.items()}}
+        docs = self.store.get_by_vids(order)
+        hits = [
+            Hit(doc.id, dense[d][0], doc.text, doc.metadata, d, chunk=refs.get(dense[d][1]),
+                lexical_score=lexical.get(d), fused_score=fused[d])
+            for d in order if (doc := docs.get(d)) and d in dense
+        ]
+        return self._relevance_cut(query[0], hits, self._deep(found, 0, allowed), min_relevance, matching)
+
+    def _exact_document_scores(self, query: np.ndarray, doc_vids: list[int]) -> dict[int, tuple[float, int]]:
+        """(score, best vector id) of each document, its chunks included, from the stored vectors."""
+        if not doc_vids:
+            return {}
+        owner = {d: d for d in doc_vids}
+        for doc, extra in self.store.chunk_vids(doc_vids).items():
+            owner.update((v, doc) for v in extra)
+        found, vectors = self.store.vectors_for(list(owner))
+        x = self.index.prepare(vectors)
+        sims = -((x - query[None, :]) ** 2).sum(-1) if self.config.metric == "l2" else x @ query
+        out: dict[int, tuple[float, int]] = {}
+        for vid, s in zip(found.tolist(), sims.tolist(), strict=True):
+            doc = owner[vid]
+            if doc not in out or s > out[doc][0]:
+                out[doc] = (float(s), vid)
+        return out
 
     def nearest(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Nearest:
         """The k best documents per query, a document scoring as its best chunk (max over chunks).

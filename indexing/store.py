@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import InvalidDocument
+from indexing.lexical import LexicalIndex
 
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SCHEMA = """
@@ -123,6 +124,7 @@ class DocumentStore:
         self._lock = threading.RLock()
         self._conn = connect_durable(self.path, _SCHEMA)
         self.dim = dim
+        self.lexical = LexicalIndex(self._conn, self._lock)
 
     # ---- configuration kept next to the data ----
     def get_meta(self, key: str) -> str | None:
@@ -354,24 +356,7 @@ class DocumentStore:
     def vids_matching(self, filter_: dict[str, Any]) -> tuple[np.ndarray, int]:
         """Vector ids (documents' and their chunks') of documents whose metadata equals every
         `field: value` pair of the filter, and how many documents that is."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for key, value in filter_.items():
-            if not _FILTER_KEY.match(key):
-                raise InvalidDocument(f"filter: invalid field name {key!r}")
-            path = "$." + ".".join(f'"{part}"' for part in key.split("."))
-            if value is None:
-                clauses.append("json_type(metadata, ?) = 'null'")
-                params.append(path)
-            elif isinstance(value, bool):
-                clauses.append("json_type(metadata, ?) = ?")
-                params += [path, "true" if value else "false"]
-            elif isinstance(value, (str, int, float)):
-                clauses.append("json_extract(metadata, ?) = ?")
-                params += [path, value]
-            else:
-                raise InvalidDocument(f"filter: value of {key!r} must be a string, number, boolean or null")
-        where = " AND ".join(clauses) if clauses else "1"
+        where, params = filter_sql(filter_)
         with self._lock:
             rows = self._conn.execute(f"SELECT vid FROM documents WHERE {where}", params).fetchall()
             extra = self._conn.execute(
@@ -379,6 +364,25 @@ class DocumentStore:
                 params,
             ).fetchall()
         return np.asarray([r[0] for r in rows + extra], dtype=np.int64), len(rows)
+
+    def lexical_search(
+        self, text: str, k: int, filter_: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-k (scores, document vector ids) over the documents' text, within the filter."""
+        where, params = filter_sql(filter_ or {})
+        return self.lexical.search(text, k, self.count(), where, params)
+
+    def chunk_vids(self, doc_vids: Sequence[int]) -> dict[int, list[int]]:
+        """Each document's extra chunk vector ids (only documents that have chunks appear)."""
+        out: dict[int, list[int]] = {}
+        with self._lock:
+            for chunk in _chunks([int(v) for v in doc_vids], 500):
+                marks = ",".join("?" * len(chunk))
+                for vid, doc_vid in self._conn.execute(
+                    f"SELECT vid, doc_vid FROM chunks WHERE part > 0 AND doc_vid IN ({marks})", chunk
+                ):
+                    out.setdefault(doc_vid, []).append(vid)
+        return out
 
     def close(self) -> None:
         with self._lock:
@@ -388,6 +392,28 @@ class DocumentStore:
         if not blobs:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
         return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1).copy()
+
+
+def filter_sql(filter_: dict[str, Any]) -> tuple[str, list[Any]]:
+    """An SQL condition on a `documents` row for a metadata equality filter ('a.b' is nested), and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, value in filter_.items():
+        if not _FILTER_KEY.match(key):
+            raise InvalidDocument(f"filter: invalid field name {key!r}")
+        path = "$." + ".".join(f'"{part}"' for part in key.split("."))
+        if value is None:
+            clauses.append("json_type(metadata, ?) = 'null'")
+            params.append(path)
+        elif isinstance(value, bool):
+            clauses.append("json_type(metadata, ?) = ?")
+            params += [path, "true" if value else "false"]
+        elif isinstance(value, (str, int, float)):
+            clauses.append("json_extract(metadata, ?) = ?")
+            params += [path, value]
+        else:
+            raise InvalidDocument(f"filter: value of {key!r} must be a string, number, boolean or null")
+    return (" AND ".join(clauses) if clauses else "1"), params
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

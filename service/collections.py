@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -326,22 +327,28 @@ class CollectionService:
     async def search(
         self, name: str, req: SearchRequest, timings: StageTimings | None = None
     ) -> tuple[SearchResult, Any]:
-        """Hits of one query, plus the rerank stage's report (None when no stage was asked for)."""
-        """Embed the query (or take the vector), search, then the optional rerank stage."""
+        """Hits of one query, plus the rerank stage's report (None when no stage was asked for).
+
+        Embeds the query (or takes the vector; lexical search embeds nothing), searches, then runs the
+        optional rerank stage.
+        """
         timings = timings or StageTimings()
         coll = self.collection(name)
         if not 1 <= req.top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k: must be between 1 and {self.settings.max_top_k}, got {req.top_k}")
         if (req.query is None) == (req.vector is None):
             raise InvalidRequest("query: send exactly one of `query` (text) or `vector`")
+        if req.query is not None and not req.query.strip():
+            raise InvalidRequest("query: must be a non-empty string")
+        if req.mode != "dense" and req.query is None:
+            raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not a `vector`")
+        qvec: np.ndarray | None = None
         if req.vector is not None:
             if len(req.vector) != coll.config.dim:
                 raise InvalidRequest(f"vector: expected dimension {coll.config.dim}, got {len(req.vector)}")
             qvec = np.asarray([req.vector], dtype=np.float32)
-        else:
+        elif req.mode != "lexical":
             assert req.query is not None
-            if not req.query.strip():
-                raise InvalidRequest("query: must be a non-empty string")
             self._check_embeddable(coll, "query")
             qvec = (await self.embedding.embed([req.query], input_type="query", timings=timings)).vectors
         if req.rerank is not None and (self.rerank_stage is None or req.query is None):
@@ -352,7 +359,10 @@ class CollectionService:
             )
         k = req.top_k if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
         with _mapped_errors(), timings.measure("search"):
-            result = (await self._in_worker(coll.search, qvec, k, req.filter, req.min_relevance))[0]
+            result = (await self._in_worker(partial(
+                coll.search, qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
+                fusion_depth=max(k, self.settings.hybrid_depth),
+            )))[0]
         report = None
         if req.rerank is not None and self.rerank_stage is not None and req.query is not None:
             with timings.measure("rerank"):

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     )
     max_top_k: int = Field(1000, ge=1)
     max_documents_per_upsert: int = Field(4096, ge=1)
+    hybrid_depth: int = Field(
+        100, ge=1, description="Hybrid search fuses the dense and the lexical top-n of this depth (at least top_k)."
+    )
     max_chunks_per_document: int = Field(
         512, ge=1, description="A chunked document beyond this many chunks (~128k tokens at 254 a chunk) is "
         "embedded from its start only, and the upsert lists it under `truncated`."

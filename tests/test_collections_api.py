@@ -212,3 +212,48 @@ def test_path_traversal_names_never_reach_the_disk(client, live_server):
         r = client.post(f"/v1/collections/{name}/search", json={"query": "x"})
         assert r.status_code in (400, 404), r.text
     assert not (live_server.data_dir / "etc").exists()
+
+
+def test_lexical_and_hybrid_search_modes(client, collection):
+    r = client.post(f"/v1/collections/{collection}/search",
+                    json={"query": "yeast dough", "top_k": 3, "mode": "lexical"})
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]
+    assert [h["id"] for h in hits] == ["bread"]  # only documents holding a query term match
+    assert hits[0]["lexical_score"] == hits[0]["score"] > 0 and hits[0]["relevance"] is None
+    assert "embed" not in r.headers["server-timing"]  # nothing was embedded
+
+    body = _search(client, collection, query="insects pollinate flowers", top_k=3, mode="hybrid")
+    hits = body["hits"]
+    assert hits[0]["id"] == "bees" and len(hits) == 3
+    fused = [h["fused_score"] for h in hits]
+    assert fused == sorted(fused, reverse=True) and hits[0]["lexical_score"] > 0
+    dense = {h["id"]: h["score"] for h in _search(client, collection, query="insects pollinate flowers",
+                                                  top_k=5)["hits"]}
+    assert all(abs(h["score"] - dense[h["id"]]) < 1e-5 for h in hits)  # `score` stays the cosine
+    filtered = _search(client, collection, query="planet of the solar system", top_k=5, mode="lexical",
+                       filter={"topic": "astronomy"})
+    assert [h["id"] for h in filtered["hits"]] == ["jupiter"] and filtered["filtered_count"] == 1
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    ({"vector": [0.0] * 384, "mode": "lexical"}, 400, "mode: lexical search needs `query` text"),
+    ({"vector": [0.1] * 384, "mode": "hybrid"}, 400, "mode: hybrid search needs `query` text"),
+    ({"query": "x", "mode": "lexical", "min_relevance": 0.5}, 400, "min_relevance: lexical search has no"),
+    ({"query": "x", "mode": "sparse"}, 422, "mode"),
+])
+def test_search_mode_errors(client, collection, body, status, needle):
+    r = client.post(f"/v1/collections/{collection}/search", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]["message"]
+
+
+def test_lexical_search_on_a_collection_of_client_vectors(client):
+    """BM25 reads the stored text, so a collection of another model's vectors is searchable by words."""
+    name = f"vlex-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name, "dimension": 4, "model": "custom"}).status_code == 201
+    docs = [{"id": i, "text": t, "vector": v} for (i, t, _), v in zip(PASSAGES[:4], np.eye(4).tolist(), strict=True)]
+    assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
+    hits = _search(client, name, query="commits history", mode="lexical")["hits"]
+    assert [h["id"] for h in hits] == ["git"]
+    client.delete(f"/v1/collections/{name}")

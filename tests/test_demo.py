@@ -47,6 +47,12 @@ def test_demo_search_carries_calibrated_relevance_and_cuts_at_the_shipped_thresh
         assert len(relevance) == 5 and relevance == sorted(relevance, reverse=True)
         assert relevance[0] > 0.5 > relevance[1]
 
+        # Hybrid hits keep their cosine, so the same calibration scores them and the same cut applies.
+        hybrid = _search(client, "how far does light travel in a year", top_k=3, mode="hybrid")
+        assert [h["id"] for h in hybrid["hits"]] == ["astronomy-02"] and hybrid["min_relevance"] == threshold
+        assert hybrid["hits"][0]["relevance"] == found["hits"][0]["relevance"]
+        assert hybrid["hits"][0]["fused_score"] > 0
+
 
 def test_demo_without_the_shipped_calibration_then_with_it_after_a_restart(server_factory, tmp_path) -> None:
     data = tmp_path / "demo-data"

@@ -106,6 +106,8 @@ async def search_collection(
             score=h.score,
             relevance=h.relevance,
             rerank_score=h.rerank_score,
+            lexical_score=h.lexical_score,
+            fused_score=h.fused_score,
             text=h.text,
             metadata=h.metadata,
             chunk=None if h.chunk is None else HitChunk(

@@ -128,6 +128,11 @@ class SearchRequest(BaseModel):
         "threshold; 0 keeps every hit). A 400 when the collection has no calibration.",
     )
     rerank: SearchRerank | None = None
+    mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "dense", description="`dense`: embedding similarity; `lexical`: BM25 over the documents' text (no "
+        "embedding, no calibrated relevance); `hybrid`: reciprocal rank fusion of both rankings (RRF, k=60), "
+        "each hit keeping its cosine `score` and calibrated `relevance`."
+    )
 
 
 class HitChunk(BaseModel):
@@ -141,9 +146,13 @@ class HitChunk(BaseModel):
 
 class SearchHit(BaseModel):
     id: str
-    score: float = Field(..., description="Similarity (cosine or inner product; -squared L2 for l2).")
+    score: float = Field(
+        ..., description="Similarity (cosine or inner product; -squared L2 for l2); BM25 in lexical mode."
+    )
     relevance: float | None = Field(None, description="Calibrated relevance probability, when fitted.")
     rerank_score: float | None = None
+    lexical_score: float | None = Field(None, description="BM25 score, when the lexical side found the document.")
+    fused_score: float | None = Field(None, description="Reciprocal rank fusion score (hybrid mode): the order.")
     text: str
     metadata: dict[str, Any]
     chunk: HitChunk | None = Field(None, description="Present when the document is stored as several chunks.")
