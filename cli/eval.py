@@ -27,6 +27,8 @@ def eval_command(
         None, min=0, help="New collection: chunk window in tokens (default: the model's; 0: no chunking)."),
     chunk_overlap: int = typer.Option(None, min=0, help="Tokens consecutive chunks share (default chunk_tokens/8)."),
     bm25: bool = typer.Option(True, "--bm25/--no-bm25", help="Score the BM25 baseline in the same run."),
+    modes: str = typer.Option("lexical,hybrid", help="The collection's other search modes to score beside dense "
+                              "(comma-separated: lexical = its FTS5 BM25, hybrid = RRF of both; '' for none)."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
     rerank: str = typer.Option(None, "--rerank", help="Also rerank the dense candidates with this method "
                                "(pointwise, graded, listwise, first, pairwise, embedding, cross-encoder)."),
@@ -66,6 +68,7 @@ def eval_command(
         extra_stages=extra_stages,
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
+        modes=[m for m in modes.split(",") if m.strip()],
     )
     table = Table(title=f"{dataset} ({report.queries} judged queries), collection {report.collection}")
     for col in ("system", "nDCG@10", "R@100 (rel>=2)", "MRR@10 (rel>=2)", "latency p50 ms", "p95 ms"):

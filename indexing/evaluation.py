@@ -13,7 +13,7 @@ import csv
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,22 @@ def dense_retrieve(
     return DenseRetrieval(candidates, vectors, texts, system)
 
 
+def mode_retrieve(
+    collection: Collection, dense: DenseRetrieval, queries: dict[str, str], mode: str, k: int = 100
+) -> SystemResult:
+    """The collection's own lexical (FTS5 BM25) or hybrid (RRF) search, reusing the dense run's query vectors."""
+    run: Run = {}
+    latency: list[float] = []
+    for qid, text in queries.items():
+        t0 = time.perf_counter()
+        vector = None if mode == "lexical" else dense.query_vectors[qid][None, :]
+        hits = collection.search(vector, k, text=text, mode=mode)[0].hits
+        latency.append((time.perf_counter() - t0) * 1e3)
+        order = [h.fused_score if mode == "hybrid" else h.score for h in hits]
+        run[qid] = {h.id: float(s) for h, s in zip(hits, order, strict=True)}
+    return SystemResult(mode, run, latency_ms={"search": latency})
+
+
 def bm25_retrieve(corpus_path: Path, queries: dict[str, str], k: int = 100) -> SystemResult:
     """BM25 (bm25s, English stopwords, no stemming) over the same title+text the dense side embeds."""
     import bm25s
@@ -200,9 +216,11 @@ def evaluate(
     extra_stages: list[Callable[[EvalReport, BeirDataset], SystemResult]] | None = None,
     chunk_tokens: int | None = None,
     chunk_overlap: int | None = None,
+    modes: Sequence[str] = (),
 ) -> EvalReport:
     """Index the corpus (or reuse the collection: the job resumes/skips), retrieve, score.
 
+    `modes`: the collection's other search modes to score beside dense ("lexical", "hybrid").
     `extra_stages` run after the dense and BM25 systems (e.g. a reranker over `report.dense`)
     and return a SystemResult that is scored alongside.
     """
@@ -217,9 +235,12 @@ def evaluate(
     coll = Collection.open(Path(data_dir) / "collections" / name)
     try:
         report.dense = dense_retrieve(coll, encoder, data.queries, k)
+        others = [mode_retrieve(coll, report.dense, data.queries, mode, k) for mode in modes if mode != "dense"]
     finally:
         coll.close(snapshot=False)
     report.add(report.dense.system, data.qrels)
+    for system in others:
+        report.add(system, data.qrels)
     if bm25:
         report.add(bm25_retrieve(data.corpus_path, data.queries, k), data.qrels)
     for stage in extra_stages or []:

@@ -35,8 +35,12 @@ def test_metrics_follow_trec_eval_definitions():
 
 
 def test_evaluate_end_to_end_and_reuses_the_collection(tmp_path: Path, embedder):
-    report = evaluate(TINY, tmp_path, embedder, k=10, progress=False)
+    report = evaluate(TINY, tmp_path, embedder, k=10, progress=False, modes=("lexical", "hybrid"))
     dense, bm25 = report.systems["dense"], report.systems["bm25"]
+    lexical, hybrid = report.systems["lexical"], report.systems["hybrid"]
+    assert set(lexical.run) <= {"q1", "q2", "q3"} and 0 < lexical.metrics["nDCG@10"] <= 1
+    assert hybrid.metrics["nDCG@10"] > 0.8 and all(len(hybrid.run[q]) == 10 for q in ("q1", "q2", "q3"))
+    assert len(hybrid.latency_ms["search"]) == 3
     assert dense.metrics["nDCG@10"] > 0.8 and dense.metrics["MRR@10"] == 1.0
     assert 0 <= bm25.metrics["nDCG@10"] <= 1 and set(bm25.run) == {"q1", "q2", "q3"}
     assert len(dense.latency_ms["search"]) == 3 and min(dense.latency_ms["total"]) > 0
@@ -46,7 +50,7 @@ def test_evaluate_end_to_end_and_reuses_the_collection(tmp_path: Path, embedder)
     assert cands[0][0] == "p5" and len(cands) == 10 and cands[0][1] >= cands[1][1]
     np.testing.assert_allclose(np.linalg.norm(report.dense.query_vectors["q3"]), 1.0, atol=1e-5)
     assert "Great Red Spot" in report.dense.texts["p5"]
-    assert set(report.to_json()["systems"]) == {"dense", "bm25"}
+    assert set(report.to_json()["systems"]) == {"dense", "bm25", "lexical", "hybrid"}
     again = evaluate(TINY, tmp_path, embedder, k=10, bm25=False, progress=False)
     assert again.collection == report.collection
     assert again.systems["dense"].metrics == dense.metrics

@@ -1,0 +1,121 @@
+"""Dense, lexical and hybrid search of one collection, against the eval harness's BM25, on two domains.
+
+`python -m benchmarks.hybrid` runs `indexing.evaluation.evaluate` (the batch job, then every judged
+query one at a time through `Collection.search`) on the MS MARCO slice and on the demo corpus (102
+encyclopedic passages, 54 hand-written queries judged against every passage: another domain, and
+one where no parameter was ever looked at). Systems, all from the same run:
+- `dense`: the embedding search, the baseline of the hybrid gain and of every latency ratio;
+- `lexical`: the collection's own FTS5 BM25 (`mode: lexical`);
+- `hybrid`: reciprocal rank fusion of both top-100 lists (`mode: hybrid`, k = 60, nothing fitted);
+- `bm25`: the harness's bm25s baseline (English stopwords), to check the FTS5 ranking against.
+Reported: nDCG@10, R@100, MRR@10; the paired query-bootstrap 90 % interval of hybrid minus dense and
+of lexical minus bm25s; search latency p50 (the query embedding is the same for dense and hybrid
+and is reported apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.long_documents import DEFAULT_DATASET, DEFAULT_MODEL, paired_interval, save_figure
+from indexing.evaluation import evaluate
+from models.embedder import load_embedder
+
+DEMO = Path(__file__).resolve().parents[1] / "service" / "demo"
+SYSTEMS = ("dense", "lexical", "hybrid", "bm25")
+PAIRS = (("hybrid", "dense"), ("lexical", "bm25"))
+
+
+def demo_as_beir(folder: Path) -> Path:
+    """The shipped demo corpus and its judged queries laid out as a BEIR folder."""
+    (folder / "qrels").mkdir(parents=True)
+    shutil.copy(DEMO / "demo_corpus.jsonl", folder / "corpus.jsonl")
+    shutil.copy(DEMO / "queries.jsonl", folder / "queries.jsonl")
+    shutil.copy(DEMO / "qrels" / "test.tsv", folder / "qrels" / "test.tsv")
+    return folder
+
+
+def run(datasets: dict[str, Path], model: str) -> dict:
+    encoder = load_embedder(model, device="cpu")
+    out: dict = {"model": model, "datasets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, path in datasets.items():
+            report = evaluate(path, Path(tmp) / "data", encoder, k=100, modes=("lexical", "hybrid"))
+            entry: dict = {"path": str(path), "queries": report.queries, "systems": {}, "gains": {}}
+            for name in SYSTEMS:
+                system = report.systems[name]
+                lat = system.latency_summary()
+                entry["systems"][name] = {
+                    "metrics": system.metrics,
+                    "search_p50_ms": lat.get("search", lat.get("total", {})).get("p50"),
+                }
+            entry["embed_p50_ms"] = report.systems["dense"].latency_summary()["embed"]["p50"]
+            for a, b in PAIRS:
+                qa, qb = report.systems[a].per_query, report.systems[b].per_query
+                deltas = np.array([qa[q]["nDCG@10"] - qb[q]["nDCG@10"] for q in qa])
+                entry["gains"][f"{a}-{b}"] = {"ndcg": float(deltas.mean()), "interval90": paired_interval(deltas)}
+            out["datasets"][label] = entry
+    return out
+
+
+def table(results: dict) -> str:
+    lines = ["| dataset | system | nDCG@10 | R@100 | MRR@10 | search p50 ms (x dense) |", "|---|---|---|---|---|---|"]
+    for label, entry in results["datasets"].items():
+        base = entry["systems"]["dense"]["search_p50_ms"]
+        for name, s in entry["systems"].items():
+            m, p50 = s["metrics"], s["search_p50_ms"]
+            lines.append(f"| {label} ({entry['queries']} q) | {name} | {m['nDCG@10']:.3f} | {m['R@100']:.3f} | "
+                         f"{m['MRR@10']:.3f} | {p50:.2f} ({p50 / base:.2f}x) |")
+    lines += ["", "| dataset | nDCG@10 gain | mean [90% CI] |", "|---|---|---|"]
+    for label, entry in results["datasets"].items():
+        for pair, g in entry["gains"].items():
+            lo, hi = g["interval90"]
+            lines.append(f"| {label} | {pair.replace('-', ' over ')} | {g['ndcg']:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results["datasets"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(SYSTEMS)
+    for j, name in enumerate(SYSTEMS):
+        xs = np.arange(len(labels)) + (j - (len(SYSTEMS) - 1) / 2) * width
+        ax.bar(xs, [results["datasets"][d]["systems"][name]["metrics"]["nDCG@10"] for d in labels], width,
+               label=name)
+    ax.set_xticks(np.arange(len(labels)), labels)
+    ax.set(ylabel="nDCG@10")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    save_figure(fig, path, f"Dense, lexical (FTS5 BM25) and hybrid (RRF), {results['model'].split('/')[-1]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hybrid.json"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/img/hybrid.png"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        datasets = {args.dataset.name: args.dataset, "demo": demo_as_beir(Path(tmp) / "demo")}
+        results = run(datasets, args.model)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    plot(results, args.plot)
+    print(f"wrote {args.out} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
