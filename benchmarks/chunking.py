@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.long_documents import base_parser, grouped_qrels, long_documents, paired_interval, save_figure
+from benchmarks.long_documents import base_parser, grouped_qrels, long_documents, paired_interval
+from benchmarks.reporting import save_figure, write_results
 from indexing.batch import index_file, read_jsonl
 from indexing.collection import Collection
 from indexing.evaluation import load_beir, score_run
@@ -168,11 +169,7 @@ def main() -> None:
     parser = base_parser(__doc__, "1,3,5", "chunking")
     args = parser.parse_args()
     results = run(args.dataset, args.model, [int(g) for g in args.groups.split(",")], args.seed, args.batch_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(table(results))
-    plot(results, args.plot)
-    print(f"wrote {args.out} and {args.plot}")
+    write_results(results, args.out, args.plot, table, plot)
 
 
 if __name__ == "__main__":

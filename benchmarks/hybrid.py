@@ -16,14 +16,14 @@ and is reported apart).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.long_documents import DEFAULT_DATASET, DEFAULT_MODEL, paired_interval, save_figure
+from benchmarks.long_documents import DEFAULT_DATASET, DEFAULT_MODEL, paired_interval
+from benchmarks.reporting import save_figure, write_results
 from indexing.evaluation import evaluate
 from models.embedder import load_embedder
 
@@ -110,11 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         datasets = {args.dataset.name: args.dataset, "demo": demo_as_beir(Path(tmp) / "demo")}
         results = run(datasets, args.model)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(table(results))
-    plot(results, args.plot)
-    print(f"wrote {args.out} and {args.plot}")
+    write_results(results, args.out, args.plot, table, plot)
 
 
 if __name__ == "__main__":

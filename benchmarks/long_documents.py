@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -62,10 +61,3 @@ def base_parser(doc: str, groups: str, name: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/{name}.json"))
     parser.add_argument("--plot", type=Path, default=Path(f"docs/img/{name}.png"))
     return parser
-
-
-def save_figure(fig: Any, path: Path, title: str) -> None:
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.long_documents import base_parser, grouped_qrels, long_documents, paired_interval, save_figure
+from benchmarks.long_documents import base_parser, grouped_qrels, long_documents, paired_interval
+from benchmarks.reporting import save_figure, write_results
 from indexing.batch import read_jsonl
 from indexing.evaluation import load_beir, score_run
 from models.embedder import load_embedder
@@ -152,12 +153,8 @@ def main() -> None:
         temperatures.insert(0, 1.0)  # the baseline every gain is measured against
     results = run(args.dataset, args.model, temperatures, [int(g) for g in args.groups.split(",")], args.seed,
                   args.batch_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results["layouts"], indent=1))
-    print(table(results))
-    plot(results, args.plot)
-    print(f"wrote {args.out} and {args.plot}")
+    write_results(results, args.out, args.plot, table, plot)
 
 
 if __name__ == "__main__":
