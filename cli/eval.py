@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cli.main import app
+
+if TYPE_CHECKING:
+    from indexing.evaluation import EvalReport
 
 DEFAULT_DATASET = Path("../shared/data/msmarco-dl-5k")
 
@@ -34,20 +38,25 @@ def eval_command(
                                "(pointwise, graded, listwise, first, pairwise, embedding, cross-encoder)."),
     rerank_candidates: int = typer.Option(20, "--rerank-candidates", min=2, help="Dense candidates reranked."),
     rerank_model: str = typer.Option(None, "--rerank-model", help="Reranker model (default: the method's)."),
+    feedback: bool = typer.Option(
+        False, "--feedback", help="Score the existing --collection against the judgments recorded with POST "
+        "/v1/collections/NAME/feedback instead of a BEIR folder (unjudged hits count as not relevant)."),
 ) -> None:
     """Index (or reuse) the corpus, run the judged queries, print a table and write JSON."""
-    from rich.console import Console
-    from rich.table import Table
-
     from indexing.evaluation import evaluate
     from models.embedder import load_embedder
     from models.embedder.tempscale import space_id
     from service.settings import Settings
 
+    settings = Settings()
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    if feedback:
+        report = _feedback_report(collection, data_dir or settings.data_dir, device, k, mode_list)
+        _print_and_save(report, f"collection {report.collection}: recorded feedback", output)
+        return
     if not (dataset / "corpus.jsonl").exists():
         typer.echo(f"error: {dataset} is not a BEIR folder (no corpus.jsonl)", err=True)
         raise typer.Exit(2)
-    settings = Settings()
     temperature = settings.embed_attention_temperature if attention_temperature is None else attention_temperature
     encoder = load_embedder(model or settings.embed_model, device=device, attention_temperature=temperature)
     model_name = space_id(model or settings.embed_model, temperature)
@@ -68,9 +77,44 @@ def eval_command(
         extra_stages=extra_stages,
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
-        modes=[m for m in modes.split(",") if m.strip()],
+        modes=mode_list,
     )
-    table = Table(title=f"{dataset} ({report.queries} judged queries), collection {report.collection}")
+    _print_and_save(report, f"{dataset}, collection {report.collection}", output)
+
+
+def _feedback_report(collection: str | None, data_dir: Path, device: str, k: int, modes: list[str]) -> EvalReport:
+    """Score an existing collection on its own recorded judgments (queries and qrels from feedback.sqlite3)."""
+    from indexing.collection import Collection
+    from indexing.evaluation import EvalReport, score_collection
+    from models.embedder import load_space_embedder
+
+    if not collection:
+        typer.echo("error: --feedback scores an existing collection: give --collection NAME", err=True)
+        raise typer.Exit(2)
+    folder = Path(data_dir) / "collections" / collection
+    if not (folder / "store.sqlite3").exists():
+        typer.echo(f"error: collection: {collection!r} does not exist under {data_dir}", err=True)
+        raise typer.Exit(2)
+    coll = Collection.open(folder)
+    try:
+        queries, qrels = coll.feedback.labels()
+        if not queries:
+            typer.echo(f"error: feedback: collection {collection!r} has no recorded judgments "
+                       "(POST /v1/collections/NAME/feedback)", err=True)
+            raise typer.Exit(2)
+        encoder = load_space_embedder(coll.config.model, device=device)
+        report = EvalReport("feedback", collection, coll.config.model, len(queries))
+        score_collection(report, coll, encoder, queries, qrels, k, modes)
+    finally:
+        coll.close(snapshot=False)
+    return report
+
+
+def _print_and_save(report: EvalReport, title: str, output: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title} ({report.queries} judged queries)")
     for col in ("system", "nDCG@10", "R@100 (rel>=2)", "MRR@10 (rel>=2)", "latency p50 ms", "p95 ms"):
         table.add_column(col, justify="right" if col != "system" else "left")
     for name, system in report.systems.items():

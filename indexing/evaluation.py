@@ -124,6 +124,23 @@ def dense_retrieve(
     return DenseRetrieval(candidates, vectors, texts, system)
 
 
+def score_collection(
+    report: EvalReport,
+    collection: Collection,
+    encoder: DocumentEncoder,
+    queries: dict[str, str],
+    qrels: Qrels,
+    k: int = 100,
+    modes: Sequence[str] = (),
+) -> None:
+    """Dense retrieval (kept as `report.dense` for rerankers and calibration) and the other modes, scored."""
+    report.dense = dense_retrieve(collection, encoder, queries, k)
+    report.add(report.dense.system, qrels)
+    for mode in modes:
+        if mode != "dense":
+            report.add(mode_retrieve(collection, report.dense, queries, mode, k), qrels)
+
+
 def mode_retrieve(
     collection: Collection, dense: DenseRetrieval, queries: dict[str, str], mode: str, k: int = 100
 ) -> SystemResult:
@@ -137,7 +154,10 @@ def mode_retrieve(
         latency.append((time.perf_counter() - t0) * 1e3)
         order = [h.fused_score if mode == "hybrid" else h.score for h in hits]
         run[qid] = {h.id: float(s) for h, s in zip(hits, order, strict=True)}
-    return SystemResult(mode, run, latency_ms={"search": latency})
+    # Hybrid embeds the query as dense does: its total counts that embedding, lexical's does not.
+    embed = dense.system.latency_ms["embed"] if mode == "hybrid" else [0.0] * len(latency)
+    total = [a + b for a, b in zip(embed, latency, strict=True)]
+    return SystemResult(mode, run, latency_ms={"search": latency, "total": total})
 
 
 def bm25_retrieve(corpus_path: Path, queries: dict[str, str], k: int = 100) -> SystemResult:
@@ -234,13 +254,9 @@ def evaluate(
     report = EvalReport(str(dataset_dir), name, model, len(data.queries), index_seconds=job.seconds)
     coll = Collection.open(Path(data_dir) / "collections" / name)
     try:
-        report.dense = dense_retrieve(coll, encoder, data.queries, k)
-        others = [mode_retrieve(coll, report.dense, data.queries, mode, k) for mode in modes if mode != "dense"]
+        score_collection(report, coll, encoder, data.queries, data.qrels, k, modes)
     finally:
         coll.close(snapshot=False)
-    report.add(report.dense.system, data.qrels)
-    for system in others:
-        report.add(system, data.qrels)
     if bm25:
         report.add(bm25_retrieve(data.corpus_path, data.queries, k), data.qrels)
     for stage in extra_stages or []:

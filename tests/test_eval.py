@@ -54,3 +54,32 @@ def test_evaluate_end_to_end_and_reuses_the_collection(tmp_path: Path, embedder)
     again = evaluate(TINY, tmp_path, embedder, k=10, bm25=False, progress=False)
     assert again.collection == report.collection
     assert again.systems["dense"].metrics == dense.metrics
+
+
+def test_eval_on_recorded_feedback_scores_what_the_same_qrels_score(tmp_path: Path, embedder):
+    """`rrs eval -c NAME --feedback`: a collection scored on its own judgments, every mode, as from BEIR."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from indexing.collection import Collection
+
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    reference = evaluate(TINY, tmp_path, embedder, model_name=model, collection="tiny", k=10, bm25=False,
+                         progress=False, modes=("lexical", "hybrid"))
+    data = load_beir(TINY)
+    coll = Collection.open(tmp_path / "collections" / "tiny")
+    for qid, text in data.queries.items():
+        coll.feedback.record(qid, text, list(data.qrels[qid].items()))
+    coll.close()
+    out = tmp_path / "feedback-eval.json"
+    result = CliRunner().invoke(app, ["eval", "-c", "tiny", "--feedback", "--data-dir", str(tmp_path), "--k", "10",
+                                      "--device", "cpu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    systems = json.loads(out.read_text())["systems"]
+    assert set(systems) == {"dense", "lexical", "hybrid"}
+    for name in systems:
+        assert systems[name]["metrics"] == pytest.approx(reference.systems[name].metrics)
+    missing = CliRunner().invoke(app, ["eval", "--feedback", "--data-dir", str(tmp_path)])
+    assert missing.exit_code == 2 and "give --collection NAME" in missing.output
