@@ -22,19 +22,26 @@ _WORD = re.compile(r"\S+")
 
 
 def token_windows(offsets: Sequence[Span], text: str, max_tokens: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, end) token ranges covering every token; `offsets` are each token's character span."""
+    """[start, end) token ranges covering every token; `offsets` are each token's character span.
+
+    Windows are balanced: the fewest windows of at most `max_tokens` that cover the text, of about
+    equal size (recomputed after each cut), so no document ends in a sliver of a chunk whose few
+    tokens make a noisy vector.
+    """
     n = len(offsets)
     if n <= max_tokens:
         return [(0, n)]
     windows: list[tuple[int, int]] = []
     start = 0
     while True:
-        end = min(start + max_tokens, n)
-        if end < n:
-            end = _break_before(offsets, text, start, end, max_tokens)
-        windows.append((start, end))
-        if end >= n:
+        remaining = n - start
+        count = -(-(remaining - overlap) // (max_tokens - overlap))  # windows still needed, at least 1
+        if count <= 1:
+            windows.append((start, n))
             return windows
+        size = -(-(remaining - overlap) // count) + overlap  # <= max_tokens
+        end = _break_before(offsets, text, start, start + size, size)
+        windows.append((start, end))
         start = _word_start(offsets, max(end - overlap, start + 1), start + 1)
 
 
