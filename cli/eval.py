@@ -38,6 +38,7 @@ def eval_command(
                                "(pointwise, graded, listwise, first, pairwise, embedding, cross-encoder)."),
     rerank_candidates: int = typer.Option(20, "--rerank-candidates", min=2, help="Dense candidates reranked."),
     rerank_model: str = typer.Option(None, "--rerank-model", help="Reranker model (default: the method's)."),
+    lexical_weight: float = typer.Option(1.0, min=0.0, help="Hybrid: weight of the lexical ranking in the fusion."),
     feedback: bool = typer.Option(
         False, "--feedback", help="Score the existing --collection against the judgments recorded with POST "
         "/v1/collections/NAME/feedback instead of a BEIR folder (unjudged hits count as not relevant)."),
@@ -51,7 +52,7 @@ def eval_command(
     settings = Settings()
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     if feedback:
-        report = _feedback_report(collection, data_dir or settings.data_dir, device, k, mode_list)
+        report = _feedback_report(collection, data_dir or settings.data_dir, device, k, mode_list, lexical_weight)
         _print_and_save(report, f"collection {report.collection}: recorded feedback", output)
         return
     if not (dataset / "corpus.jsonl").exists():
@@ -78,11 +79,14 @@ def eval_command(
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
         modes=mode_list,
+        lexical_weight=lexical_weight,
     )
     _print_and_save(report, f"{dataset}, collection {report.collection}", output)
 
 
-def _feedback_report(collection: str | None, data_dir: Path, device: str, k: int, modes: list[str]) -> EvalReport:
+def _feedback_report(
+    collection: str | None, data_dir: Path, device: str, k: int, modes: list[str], lexical_weight: float
+) -> EvalReport:
     """Score an existing collection on its own recorded judgments (queries and qrels from feedback.sqlite3)."""
     from indexing.collection import Collection
     from indexing.evaluation import EvalReport, score_collection
@@ -104,7 +108,7 @@ def _feedback_report(collection: str | None, data_dir: Path, device: str, k: int
             raise typer.Exit(2)
         encoder = load_space_embedder(coll.config.model, device=device)
         report = EvalReport("feedback", collection, coll.config.model, len(queries))
-        score_collection(report, coll, encoder, queries, qrels, k, modes)
+        score_collection(report, coll, encoder, queries, qrels, k, modes, lexical_weight)
     finally:
         coll.close(snapshot=False)
     return report

@@ -322,11 +322,13 @@ class Collection:
         mode: str = "dense",
         fusion_depth: int = 100,
         fusion_k: int = 60,
+        lexical_weight: float = 1.0,
     ) -> list[SearchResult]:
         """Top-k documents (joined with text and metadata) for each query.
 
         `mode`: "dense" (the query vectors), "lexical" (BM25 over `text`, one query) or "hybrid"
-        (reciprocal rank fusion of the dense and lexical top-`fusion_depth`, one query).
+        (reciprocal rank fusion of the dense and lexical top-`fusion_depth`, the lexical ranks weighted
+        by `lexical_weight`, one query).
         """
         if mode not in SEARCH_MODES:
             raise InvalidDocument(f"mode: one of {', '.join(SEARCH_MODES)}, got {mode!r}")
@@ -345,7 +347,7 @@ class Collection:
         if mode == "hybrid":
             assert text is not None
             return [self._hybrid(queries[:1], text, top_k, filter_, allowed, matching, min_relevance,
-                                 fusion_depth, fusion_k)]
+                                 fusion_depth, fusion_k, lexical_weight)]
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
@@ -421,8 +423,10 @@ class Collection:
         min_relevance: float | None,
         depth: int,
         rrf_k: int,
+        lexical_weight: float = 1.0,
     ) -> SearchResult:
-        """Reciprocal rank fusion: each document scores sum(1 / (rrf_k + rank)) over the two rankings.
+        """Reciprocal rank fusion: each document scores sum(w / (rrf_k + rank)) over the two rankings
+        (w = 1 for the dense one, `lexical_weight` for the lexical one).
 
         Every fused hit keeps its cosine `score` (exact, from the stored vectors, for documents only
         the lexical side found), so calibration reads it as it reads a dense hit's.
@@ -443,7 +447,7 @@ class Collection:
                 dense[int(doc)] = (float(s), int(best))
         lexical = {int(v): float(s) for s, v in zip(lex_scores, lex_vids, strict=True)}
         for rank, doc in enumerate(lexical):
-            fused[doc] = fused.get(doc, 0.0) + 1.0 / (rrf_k + rank + 1)
+            fused[doc] = fused.get(doc, 0.0) + lexical_weight / (rrf_k + rank + 1)
         order = sorted(fused, key=lambda d: -fused[d])[:top_k]
         dense.update(self._exact_document_scores(query[0], [d for d in order if d not in dense]))
         exact_refs = self.store.chunk_refs([dense[d][1] for d in order if d in dense])

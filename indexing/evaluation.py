@@ -132,17 +132,19 @@ def score_collection(
     qrels: Qrels,
     k: int = 100,
     modes: Sequence[str] = (),
+    lexical_weight: float = 1.0,
 ) -> None:
     """Dense retrieval (kept as `report.dense` for rerankers and calibration) and the other modes, scored."""
     report.dense = dense_retrieve(collection, encoder, queries, k)
     report.add(report.dense.system, qrels)
     for mode in modes:
         if mode != "dense":
-            report.add(mode_retrieve(collection, report.dense, queries, mode, k), qrels)
+            report.add(mode_retrieve(collection, report.dense, queries, mode, k, lexical_weight), qrels)
 
 
 def mode_retrieve(
-    collection: Collection, dense: DenseRetrieval, queries: dict[str, str], mode: str, k: int = 100
+    collection: Collection, dense: DenseRetrieval, queries: dict[str, str], mode: str, k: int = 100,
+    lexical_weight: float = 1.0, name: str | None = None,
 ) -> SystemResult:
     """The collection's own lexical (FTS5 BM25) or hybrid (RRF) search, reusing the dense run's query vectors."""
     run: Run = {}
@@ -150,14 +152,14 @@ def mode_retrieve(
     for qid, text in queries.items():
         t0 = time.perf_counter()
         vector = None if mode == "lexical" else dense.query_vectors[qid][None, :]
-        hits = collection.search(vector, k, text=text, mode=mode)[0].hits
+        hits = collection.search(vector, k, text=text, mode=mode, lexical_weight=lexical_weight)[0].hits
         latency.append((time.perf_counter() - t0) * 1e3)
         order = [h.fused_score if mode == "hybrid" else h.score for h in hits]
         run[qid] = {h.id: float(s) for h, s in zip(hits, order, strict=True)}
     # Hybrid embeds the query as dense does: its total counts that embedding, lexical's does not.
     embed = dense.system.latency_ms["embed"] if mode == "hybrid" else [0.0] * len(latency)
     total = [a + b for a, b in zip(embed, latency, strict=True)]
-    return SystemResult(mode, run, latency_ms={"search": latency, "total": total})
+    return SystemResult(name or mode, run, latency_ms={"search": latency, "total": total})
 
 
 def bm25_retrieve(corpus_path: Path, queries: dict[str, str], k: int = 100) -> SystemResult:
@@ -237,6 +239,7 @@ def evaluate(
     chunk_tokens: int | None = None,
     chunk_overlap: int | None = None,
     modes: Sequence[str] = (),
+    lexical_weight: float = 1.0,
 ) -> EvalReport:
     """Index the corpus (or reuse the collection: the job resumes/skips), retrieve, score.
 
@@ -254,7 +257,7 @@ def evaluate(
     report = EvalReport(str(dataset_dir), name, model, len(data.queries), index_seconds=job.seconds)
     coll = Collection.open(Path(data_dir) / "collections" / name)
     try:
-        score_collection(report, coll, encoder, data.queries, data.qrels, k, modes)
+        score_collection(report, coll, encoder, data.queries, data.qrels, k, modes, lexical_weight)
     finally:
         coll.close(snapshot=False)
     if bm25:

@@ -361,7 +361,7 @@ class CollectionService:
         with _mapped_errors(), timings.measure("search"):
             result = (await self._in_worker(partial(
                 coll.search, qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
-                fusion_depth=max(k, self.settings.hybrid_depth),
+                fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
             )))[0]
         report = None
         if req.rerank is not None and self.rerank_stage is not None and req.query is not None:

@@ -103,6 +103,11 @@ def test_hybrid_is_reciprocal_rank_fusion_of_the_two_rankings(coll: Collection):
     for h in hybrid:
         assert h.fused_score == pytest.approx(want[h.id])
         assert h.score == pytest.approx(cosine[h.id], abs=1e-6)  # the dense score, even if only BM25 found it
+    # The lexical ranking's weight: 0 leaves the dense order, a large one the lexical order first.
+    only_dense = coll.search(q, 10, text=text, mode="hybrid", fusion_depth=32, lexical_weight=0.0)[0].hits
+    assert [h.id for h in only_dense] == [h.id for h in dense[:10]]
+    heavy = coll.search(q, len(lexical), text=text, mode="hybrid", fusion_depth=32, lexical_weight=100.0)[0].hits
+    assert [h.id for h in heavy] == [h.id for h in lexical]
 
 
 def test_hybrid_scores_documents_only_bm25_found_by_their_best_chunk(coll: Collection):

@@ -133,6 +133,10 @@ class SearchRequest(BaseModel):
         "embedding, no calibrated relevance); `hybrid`: reciprocal rank fusion of both rankings (RRF, k=60), "
         "each hit keeping its cosine `score` and calibrated `relevance`."
     )
+    lexical_weight: float = Field(
+        1.0, ge=0.0, le=100.0, description="Hybrid mode: weight of the lexical ranking in the fusion (the dense "
+        "one weighs 1). Below 1 trusts the embeddings more; `rrs eval --feedback` compares settings on your labels."
+    )
 
 
 class HitChunk(BaseModel):
