@@ -160,7 +160,9 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xticks(np.arange(len(groups)), [f"{g} passage{'s' if g > 1 else ''}/doc" for g in groups])
         ax.set(title=title, ylabel=ylabel)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
+    ndcg = [e["metrics"]["nDCG@10"] for e in results["runs"]]
+    ax1.set_ylim(max(0.0, min(ndcg) - 0.1), min(1.0, max(ndcg) + 0.05))  # the differences, not the bars' height
+    ax2.legend(fontsize=8, loc="upper left")  # group 1 has no passage past the window: that corner is empty
     save_figure(fig, path,
                 f"Chunking vs truncation, {results['model'].split('/')[-1]}, {results['queries']} judged queries")
 
