@@ -123,7 +123,7 @@ def run(datasets: dict[str, Path], model: str) -> dict:
             for a, b in PAIRS:
                 qa, qb = report.systems[a].per_query, report.systems[b].per_query
                 deltas = np.array([qa[q]["nDCG@10"] - qb[q]["nDCG@10"] for q in qa])
-                entry["gains"][f"{a}-{b}"] = {"ndcg": float(deltas.mean()), "interval90": paired_interval(deltas)}
+                entry["gains"][f"{a} over {b}"] = {"ndcg": float(deltas.mean()), "interval90": paired_interval(deltas)}
             out["datasets"][label] = entry
             if "known_item" not in out:  # on the first dataset's collection
                 queries, qrels = known_item_queries(path / "corpus.jsonl")
@@ -154,7 +154,7 @@ def table(results: dict) -> str:
     for label, entry in results["datasets"].items():
         for pair, g in entry["gains"].items():
             lo, hi = g["interval90"]
-            lines.append(f"| {label} | {pair.replace('-', ' over ')} | {g['ndcg']:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+            lines.append(f"| {label} | {pair} | {g['ndcg']:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
     known = results["known_item"]
     lines += ["", f"Known-item queries (one rare word each) on {known['dataset']}, {known['queries']} queries:", "",
               "| system | nDCG@10 | R@100 | MRR@10 |", "|---|---|---|---|"]
@@ -172,17 +172,19 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(results["datasets"])
-    fig, ax = plt.subplots(figsize=(7, 4))
+    groups = {label: entry["systems"] for label, entry in results["datasets"].items()}
+    known = results["known_item"]
+    groups[f"known-item ({known['dataset']})"] = {n: {"metrics": m} for n, m in known["systems"].items()}
+    fig, ax = plt.subplots(figsize=(8, 4.2))
     width = 0.8 / len(SYSTEMS)
     for j, name in enumerate(SYSTEMS):
-        xs = np.arange(len(labels)) + (j - (len(SYSTEMS) - 1) / 2) * width
-        ax.bar(xs, [results["datasets"][d]["systems"][name]["metrics"]["nDCG@10"] for d in labels], width,
+        xs = np.arange(len(groups)) + (j - (len(SYSTEMS) - 1) / 2) * width
+        ax.bar(xs, [g[name]["metrics"]["nDCG@10"] if name in g else 0.0 for g in groups.values()], width,
                label=name)
-    ax.set_xticks(np.arange(len(labels)), labels)
+    ax.set_xticks(np.arange(len(groups)), list(groups))
     ax.set(ylabel="nDCG@10")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(SYSTEMS))
     save_figure(fig, path, f"Dense, lexical (FTS5 BM25) and hybrid (RRF), {results['model'].split('/')[-1]}")
 
 
