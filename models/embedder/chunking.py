@@ -40,22 +40,26 @@ def token_windows(offsets: Sequence[Span], text: str, max_tokens: int, overlap: 
             windows.append((start, n))
             return windows
         size = -(-(remaining - overlap) // count) + overlap  # <= max_tokens
-        end = _break_before(offsets, text, start, start + size, size)
+        floor = max(start + max(1, (3 * size) // 4), windows[-1][1] if windows else 0)
+        end = _break_before(offsets, text, floor, start + size)  # always past the previous window's end
         windows.append((start, end))
-        start = _word_start(offsets, max(end - overlap, start + 1), start + 1)
+        start = _word_start(offsets, max(end - overlap, start + 1), end)
 
 
-def _word_start(offsets: Sequence[Span], t: int, lowest: int) -> int:
-    """Move a window start back (at most 8 tokens, never below `lowest`) to where a word begins."""
-    for cand in range(t, max(lowest, t - 8) - 1, -1):
+def _word_start(offsets: Sequence[Span], t: int, limit: int) -> int:
+    """Move a window start forward (at most 8 tokens, never to `limit`) to where a word begins.
+
+    Forward, not back: the overlap never grows past the one asked for, so every window ends later
+    than the one before it.
+    """
+    for cand in range(t, min(limit, t + 9)):
         if cand == 0 or offsets[cand][0] > offsets[cand - 1][1]:
             return cand
     return t
 
 
-def _break_before(offsets: Sequence[Span], text: str, start: int, end: int, max_tokens: int) -> int:
-    """The best cut at or before `end`: a sentence end in the last quarter, else the last word break."""
-    floor = start + max(1, (3 * max_tokens) // 4)
+def _break_before(offsets: Sequence[Span], text: str, floor: int, end: int) -> int:
+    """The best cut in (floor, end]: the last sentence end, else the last word break, else `end`."""
     word_break = None
     for t in range(end, floor, -1):  # cut between token t-1 and token t
         last_char = offsets[t - 1][1]
