@@ -40,20 +40,26 @@ def token_windows(offsets: Sequence[Span], text: str, max_tokens: int, overlap: 
             windows.append((start, n))
             return windows
         size = -(-(remaining - overlap) // count) + overlap  # <= max_tokens
-        floor = max(start + max(1, (3 * size) // 4), windows[-1][1] if windows else 0)
-        end = _break_before(offsets, text, floor, start + size)  # always past the previous window's end
+        previous = windows[-1][1] if windows else 0
+        nominal = min(max(start + size, previous + 1), start + max_tokens)
+        floor = max(start + max(1, (3 * size) // 4), previous)
+        end = _break_before(offsets, text, floor, nominal)  # always past the previous window's end
         windows.append((start, end))
-        start = _word_start(offsets, max(end - overlap, start + 1), end)
+        start = _word_start(offsets, max(end - overlap, start + 1), start + 1, end, end - max_tokens + 1)
 
 
-def _word_start(offsets: Sequence[Span], t: int, limit: int) -> int:
-    """Move a window start forward (at most 8 tokens, never to `limit`) to where a word begins.
+def _word_start(offsets: Sequence[Span], t: int, lowest: int, limit: int, earliest: int) -> int:
+    """A window start at a word's first token near `t`: forward first (up to 8 tokens, before `limit`),
+    so the overlap stays the one asked for, else back (up to 8, not below `lowest` or `earliest`:
+    the window must still reach past `limit`)."""
+    def begins_word(cand: int) -> bool:
+        return cand == 0 or offsets[cand][0] > offsets[cand - 1][1]
 
-    Forward, not back: the overlap never grows past the one asked for, so every window ends later
-    than the one before it.
-    """
     for cand in range(t, min(limit, t + 9)):
-        if cand == 0 or offsets[cand][0] > offsets[cand - 1][1]:
+        if begins_word(cand):
+            return cand
+    for cand in range(t - 1, max(lowest, earliest, t - 9) - 1, -1):
+        if begins_word(cand):
             return cand
     return t
 
