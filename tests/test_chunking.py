@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from indexing.chunks import check_chunking, resolve_chunking
 from models.embedder.chunking import split_by_words, split_texts, token_windows
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "msmarco-dl-5k" / "corpus.jsonl"
+DEMO = Path(__file__).resolve().parents[1] / "service" / "demo" / "demo_corpus.jsonl"  # ships with rrs
 
 
 @settings(max_examples=200, deadline=None)
@@ -44,7 +44,7 @@ def test_texts_that_fit_are_one_span_covering_them(embedder):
 
 
 def test_long_texts_cut_into_windows_the_model_reads_whole(embedder):
-    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()[:30]]
+    rows = [json.loads(line) for line in DEMO.read_text(encoding="utf-8").splitlines()[:30]]
     text = "\n\n".join(r["text"] for r in rows)
     spans = embedder.split([text], 64, 8)[0]
     assert len(spans) > 10 and spans[0][0] == 0 and spans[-1][1] == len(text.rstrip())
