@@ -467,14 +467,11 @@ class Collection:
         owner = {d: d for d in doc_vids}
         for doc, extra in self.store.chunk_vids(doc_vids).items():
             owner.update((v, doc) for v in extra)
-        found, vectors = self.store.vectors_for(list(owner))
-        x = self.index.prepare(vectors)
-        sims = -((x - query[None, :]) ** 2).sum(-1) if self.config.metric == "l2" else x @ query
+        scores, vids = self._exact_over(query[None, :], np.asarray(list(owner), np.int64), len(owner))
         out: dict[int, tuple[float, int]] = {}
-        for vid, s in zip(found.tolist(), sims.tolist(), strict=True):
-            doc = owner[vid]
-            if doc not in out or s > out[doc][0]:
-                out[doc] = (float(s), vid)
+        for s, vid in zip(scores[0].tolist(), vids[0].tolist(), strict=True):
+            if vid >= 0 and owner[vid] not in out:  # best first: a document's first vector is its best
+                out[owner[vid]] = (float(s), vid)
         return out
 
     def nearest(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Nearest:

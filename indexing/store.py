@@ -219,15 +219,8 @@ class DocumentStore:
         return Write(vids, seq, np.asarray(add_vids, dtype=np.int64), stacked, gone)
 
     def _chunk_vids_of(self, doc_vids: Sequence[int]) -> list[int]:
-        """Vector ids of the extra chunks (part >= 1) stored for these documents (under the lock)."""
-        found: list[int] = []
-        for chunk in _chunks(list(doc_vids), 500):
-            marks = ",".join("?" * len(chunk))
-            found += [
-                r[0]
-                for r in self._conn.execute(f"SELECT vid FROM chunks WHERE part > 0 AND doc_vid IN ({marks})", chunk)
-            ]
-        return found
+        """Vector ids of the extra chunks (part >= 1) stored for these documents, in one list."""
+        return [vid for extra in self.chunk_vids(doc_vids).values() for vid in extra]
 
     def delete(self, ids: Sequence[str]) -> Write:
         """Delete documents by id (unknown ids are ignored) with their chunks, in one transaction."""
