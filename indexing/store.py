@@ -310,6 +310,34 @@ class DocumentStore:
         docs = self.get_by_vids([vector_id(i) for i in ids])
         return [docs[v] for v in (vector_id(i) for i in ids) if v in docs]
 
+    def page(self, limit: int, after: str | None = None, filter_: dict[str, Any] | None = None) -> list[Document]:
+        """Up to `limit` documents in id order, those with an id greater than `after`, within the filter.
+
+        Keyset pagination on the id's unique index: a page costs the same at any depth, and writes
+        between pages never make a reader skip or repeat a document that was there all along.
+        """
+        where, params = filter_sql(filter_ or {})
+        if after is not None:
+            where, params = f"({where}) AND id > ?", [*params, after]
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT vid, id, text, metadata FROM documents WHERE {where} ORDER BY id LIMIT ?", [*params, limit]
+            ).fetchall()
+        return [Document(doc_id, text, json.loads(meta), vid) for vid, doc_id, text, meta in rows]
+
+    def chunk_spans(self, doc_vids: Sequence[int]) -> dict[int, list[ChunkRef]]:
+        """Each chunked document's chunks in order, chunk 0 first (unchunked documents are absent)."""
+        out: dict[int, list[ChunkRef]] = {}
+        with self._lock:
+            for chunk in _chunks([int(v) for v in doc_vids], 500):
+                marks = ",".join("?" * len(chunk))
+                for doc_vid, part, start, end in self._conn.execute(
+                    f"SELECT doc_vid, part, start, end FROM chunks WHERE doc_vid IN ({marks}) ORDER BY doc_vid, part",
+                    chunk,
+                ):
+                    out.setdefault(doc_vid, []).append(ChunkRef(part, start, end))
+        return out
+
     def vectors_for(self, vids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """The stored vectors of `vids` (documents' or chunks') that exist, with their vids."""
         found_vids: list[int] = []

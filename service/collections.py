@@ -38,7 +38,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import default_query_id
-from indexing.store import Chunk, Document
+from indexing.store import Chunk, Document, chunk_vector_id
 from service.embedding import EmbeddingService
 from service.errors import (
     Conflict,
@@ -295,6 +295,66 @@ class CollectionService:
         coll = self.collection(name)
         with _mapped_errors():
             return await self._in_worker(coll.delete, ids)
+
+    async def get_documents(self, name: str, ids: list[str], include_vectors: bool = False) -> list[dict[str, Any]]:
+        """The stored documents of `ids` that exist, in the order asked (with their chunks' spans)."""
+        coll = self.collection(name)
+        if len(ids) > self.settings.max_documents_per_upsert:
+            raise InvalidRequest(
+                f"ids: {len(ids)} ids exceed the limit of {self.settings.max_documents_per_upsert} per request "
+                "(RRS_MAX_DOCUMENTS_PER_UPSERT)"
+            )
+        with _mapped_errors():
+            return await self._in_worker(
+                lambda: self._stored_views(coll, coll.store.get_by_ids(ids), include_vectors)
+            )
+
+    async def list_documents(
+        self, name: str, limit: int, after: str | None, filter_: dict[str, Any] | None, include_vectors: bool
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of documents in id order, and the cursor of the next page (None after the last)."""
+        coll = self.collection(name)
+        cap = self.settings.max_documents_per_upsert
+        if not 1 <= limit <= cap:
+            raise InvalidRequest(f"limit: must be between 1 and {cap} (RRS_MAX_DOCUMENTS_PER_UPSERT), got {limit}")
+
+        def page() -> tuple[list[dict[str, Any]], str | None]:
+            docs = coll.store.page(limit + 1, after, filter_)
+            more = len(docs) > limit
+            docs = docs[:limit]
+            return self._stored_views(coll, docs, include_vectors), (docs[-1].id if more else None)
+
+        with _mapped_errors():
+            return await self._in_worker(page)
+
+    @staticmethod
+    def _stored_views(coll: Collection, docs: list[Document], include_vectors: bool) -> list[dict[str, Any]]:
+        spans = coll.store.chunk_spans([d.vid for d in docs])
+        vectors: dict[int, np.ndarray] = {}
+        if include_vectors:
+            wanted = [d.vid for d in docs] + [
+                chunk_vector_id(d.id, c.part) for d in docs for c in spans.get(d.vid, []) if c.part > 0
+            ]
+            found, rows = coll.store.vectors_for(wanted)
+            vectors = {int(v): row for v, row in zip(found, rows, strict=True)}
+
+        def vector_of(vid: int) -> list[float] | None:
+            return vectors[vid].tolist() if vid in vectors else None
+
+        out = []
+        for d in docs:
+            chunks = [
+                {
+                    "index": c.part, "start": c.start, "end": c.end,
+                    "vector": vector_of(d.vid if c.part == 0 else chunk_vector_id(d.id, c.part)),
+                }
+                for c in spans.get(d.vid, [])
+            ]
+            out.append({
+                "id": d.id, "text": d.text, "metadata": d.metadata,
+                "vector": vector_of(d.vid), "chunks": chunks or None,
+            })
+        return out
 
     # ---- relevance feedback ----
     async def record_feedback(self, name: str, req: FeedbackRequest) -> tuple[str, dict[str, int]]:

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from indexing.collection import CollectionConfig
 from service.collections import CollectionService
 from service.dependencies import require_api_key
+from service.errors import InvalidRequest, NotFound
 from service.schemas.collections import (
     CollectionInfo,
     CollectionList,
     CreateCollectionRequest,
     DeleteDocumentsRequest,
     DeleteDocumentsResponse,
+    DocumentList,
     HitChunk,
     SearchHit,
     SearchRequest,
     SearchRerankReport,
     SearchResponse,
+    StoredDocument,
     UpsertRequest,
     UpsertResponse,
 )
@@ -89,6 +95,57 @@ async def delete_documents(
     name: str, body: DeleteDocumentsRequest, service: CollectionService = Depends(get_collection_service)
 ) -> DeleteDocumentsResponse:
     return DeleteDocumentsResponse(collection=name, deleted=await service.delete_documents(name, body.ids))
+
+
+def _filter_param(raw: str | None) -> dict[str, Any] | None:
+    """The `filter` query parameter: a JSON object of `field: scalar`, as in a search body."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"filter: not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("filter: must be a JSON object of field: value pairs")
+    return value
+
+
+@router.get("/{name}/documents", response_model=DocumentList)
+async def list_documents(
+    name: str,
+    limit: int = Query(100, description="Documents per page (1..RRS_MAX_DOCUMENTS_PER_UPSERT)."),
+    after: str | None = Query(None, description="Start after this id: the previous page's `next_after`."),
+    filter: str | None = Query(None, description='Metadata equality filter as JSON, e.g. {"lang": "en"}.'),
+    ids: list[str] | None = Query(None, description="Fetch these ids instead of a page (repeat the parameter)."),
+    include_vectors: bool = False,
+    service: CollectionService = Depends(get_collection_service),
+) -> DocumentList:
+    """Read documents back: a page in id order (keyset pagination), or the documents of `ids`."""
+    if ids is not None:
+        if after is not None or filter is not None:
+            raise InvalidRequest("ids: cannot be combined with `after` or `filter`")
+        found = await service.get_documents(name, ids, include_vectors)
+        present = {d["id"] for d in found}
+        return DocumentList(
+            collection=name,
+            data=[StoredDocument(**d) for d in found],
+            missing=[i for i in dict.fromkeys(ids) if i not in present],
+        )
+    docs, next_after = await service.list_documents(name, limit, after, _filter_param(filter), include_vectors)
+    return DocumentList(collection=name, data=[StoredDocument(**d) for d in docs], next_after=next_after)
+
+
+@router.get("/{name}/documents/{doc_id:path}", response_model=StoredDocument)
+async def get_document(
+    name: str,
+    doc_id: str,
+    include_vectors: bool = False,
+    service: CollectionService = Depends(get_collection_service),
+) -> StoredDocument:
+    found = await service.get_documents(name, [doc_id], include_vectors)
+    if not found:
+        raise NotFound(f"document {doc_id!r} not found in collection {name!r}")
+    return StoredDocument(**found[0])
 
 
 @router.post("/{name}/search", response_model=SearchResponse)

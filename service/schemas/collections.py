@@ -89,6 +89,35 @@ class DeleteDocumentsResponse(BaseModel):
     deleted: int
 
 
+class StoredChunk(BaseModel):
+    """One chunk of a long document as stored (offsets are Unicode code points into `text`)."""
+
+    index: int
+    start: int
+    end: int
+    vector: list[float] | None = Field(None, description="Its indexed vector, with `include_vectors=true`.")
+
+
+class StoredDocument(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    vector: list[float] | None = Field(
+        None, description="The indexed vector (normalised for cosine collections), with `include_vectors=true`."
+    )
+    chunks: list[StoredChunk] | None = Field(None, description="Present when the document is stored as chunks.")
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    collection: str
+    data: list[StoredDocument]
+    next_after: str | None = Field(
+        None, description="Pass as `after` for the next page; null on the last page (and for `ids` lookups)."
+    )
+    missing: list[str] = Field(default_factory=list, description="Requested `ids` that are not stored.")
+
+
 class SearchRerank(BaseModel):
     """Optional second stage over the retrieved hits (wired by the rerank service)."""
 

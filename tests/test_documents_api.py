@@ -1,0 +1,173 @@
+"""Reading documents back over a real server: one by id, by a list of ids, and page by page."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+
+DOCS = [
+    {"id": f"doc-{i:02d}", "text": f"Passage number {i} about {topic}.", "metadata": {"topic": topic, "n": i}}
+    for i, topic in enumerate(["bees", "bread", "jupiter", "git", "bees", "marathon", "bread"])
+]
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    with live_server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def collection(client) -> str:
+    name = f"docs-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name}).status_code == 201
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": DOCS[::-1]})
+    assert r.status_code == 200, r.text
+    yield name
+    client.delete(f"/v1/collections/{name}")
+
+
+def _pages(client, name: str, **params) -> list[list[dict]]:
+    pages, after = [], None
+    while True:
+        query = {**params, **({"after": after} if after is not None else {})}
+        r = client.get(f"/v1/collections/{name}/documents", params=query)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        pages.append(body["data"])
+        after = body["next_after"]
+        if after is None:
+            return pages
+        assert after == body["data"][-1]["id"]
+
+
+def test_pages_walk_every_document_once_in_id_order(client, collection):
+    pages = _pages(client, collection, limit=3)
+    assert [len(p) for p in pages] == [3, 3, 1]
+    got = [d for page in pages for d in page]
+    assert [d["id"] for d in got] == sorted(d["id"] for d in DOCS)
+    by_id = {d["id"]: d for d in DOCS}
+    for d in got:
+        assert (d["text"], d["metadata"]) == (by_id[d["id"]]["text"], by_id[d["id"]]["metadata"])
+        assert d["vector"] is None and d["chunks"] is None  # vectors only when asked; short texts are whole
+    # An exact multiple of the page size ends with next_after null, not with an empty page.
+    assert [len(p) for p in _pages(client, collection, limit=7)] == [7]
+
+
+def test_filtered_pages(client, collection):
+    pages = _pages(client, collection, limit=1, filter=json.dumps({"topic": "bees"}))
+    assert [d["id"] for page in pages for d in page] == ["doc-00", "doc-04"]
+    r = client.get(f"/v1/collections/{collection}/documents", params={"filter": json.dumps({"n": 3})})
+    assert [d["id"] for d in r.json()["data"]] == ["doc-03"]
+
+
+def test_ids_lookup_keeps_the_order_asked_and_names_the_missing(client, collection):
+    r = client.get(f"/v1/collections/{collection}/documents",
+                   params={"ids": ["doc-05", "nope", "doc-01", "doc-05"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [d["id"] for d in body["data"]] == ["doc-05", "doc-01", "doc-05"]
+    assert body["missing"] == ["nope"] and body["next_after"] is None
+
+
+def test_get_one_document_by_an_id_with_slashes_and_spaces(client):
+    name = f"docs-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name}).status_code == 201
+    doc_id = "wiki/Space Needle?x=1#top"
+    r = client.post(f"/v1/collections/{name}/documents",
+                    json={"documents": [{"id": doc_id, "text": "A tower in Seattle.", "metadata": {"a": [1]}}]})
+    assert r.status_code == 200
+    r = client.get(f"/v1/collections/{name}/documents/{quote(doc_id, safe='')}")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": doc_id, "text": "A tower in Seattle.", "metadata": {"a": [1]}, "vector": None,
+                        "chunks": None}
+    r = client.get(f"/v1/collections/{name}/documents/{quote('wiki/Other', safe='')}")
+    assert r.status_code == 404 and "'wiki/Other'" in r.json()["error"]["message"]
+    client.delete(f"/v1/collections/{name}")
+
+
+def test_vectors_are_the_indexed_ones(client):
+    """A client vector comes back normalised (cosine), and searching with it finds its document first."""
+    name = f"vec-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name, "model": "custom", "dimension": 4}).status_code == 201
+    vectors = {"a": [3.0, 0.0, 4.0, 0.0], "b": [0.0, 1.0, 0.0, 1.0]}
+    docs = [{"id": k, "text": k, "vector": v} for k, v in vectors.items()]
+    assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
+    r = client.get(f"/v1/collections/{name}/documents/a", params={"include_vectors": "true"})
+    np.testing.assert_allclose(r.json()["vector"], [0.6, 0.0, 0.8, 0.0], rtol=1e-6)
+    page = client.get(f"/v1/collections/{name}/documents", params={"include_vectors": True}).json()["data"]
+    for d in page:
+        hits = client.post(f"/v1/collections/{name}/search", json={"vector": d["vector"], "top_k": 1}).json()["hits"]
+        assert hits[0]["id"] == d["id"] and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    client.delete(f"/v1/collections/{name}")
+
+
+def test_a_chunked_document_lists_its_chunks(client):
+    name = f"chunks-{uuid.uuid4().hex[:8]}"
+    r = client.post("/v1/collections", json={"name": name, "chunk_tokens": 16, "chunk_overlap": 2})
+    assert r.status_code == 201, r.text
+    text = " ".join(f"Sentence {i} tells of a different town by the river." for i in range(8))
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": [{"id": "long", "text": text}]})
+    assert r.status_code == 200
+    info = client.get(f"/v1/collections/{name}").json()
+    doc = client.get(f"/v1/collections/{name}/documents/long", params={"include_vectors": True}).json()
+    chunks = doc["chunks"]
+    assert len(chunks) == info["chunks"] + 1 >= 3
+    assert [c["index"] for c in chunks] == list(range(len(chunks)))
+    assert chunks[0]["start"] == 0 and chunks[-1]["end"] == len(text)
+    assert all(a["end"] > b["start"] for a, b in zip(chunks, chunks[1:], strict=False))  # they overlap or touch
+    assert chunks[0]["vector"] == doc["vector"]  # chunk 0 is the document's own vector
+    last = chunks[-1]
+    hits = client.post(f"/v1/collections/{name}/search", json={"vector": last["vector"], "top_k": 1}).json()["hits"]
+    assert hits[0]["chunk"]["index"] == last["index"] and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    client.delete(f"/v1/collections/{name}")
+
+
+def test_writes_between_pages_never_skip_or_repeat_a_document_that_stayed(client):
+    name = f"live-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name, "model": "custom", "dimension": 2}).status_code == 201
+    ids = [f"k{i:03d}" for i in range(0, 40, 2)]
+    docs = [{"id": i, "vector": [1.0, float(n)]} for n, i in enumerate(ids)]
+    assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
+    seen, after = [], None
+    while True:
+        r = client.get(f"/v1/collections/{name}/documents", params={"limit": 4, **({"after": after} if after else {})})
+        body = r.json()
+        seen += [d["id"] for d in body["data"]]
+        # Between pages: insert ids on both sides of the cursor, and delete one already read.
+        n = len(seen)
+        extra = [{"id": f"k{2 * n - 1:03d}", "vector": [0.0, 1.0]}, {"id": f"k{2 * n + 7:03d}", "vector": [0.0, 1.0]}]
+        client.post(f"/v1/collections/{name}/documents", json={"documents": extra})
+        client.request("DELETE", f"/v1/collections/{name}/documents", json={"ids": [seen[0]]})
+        after = body["next_after"]
+        if after is None:
+            break
+    assert len(seen) == len(set(seen)) and seen == sorted(seen)
+    assert set(ids) <= set(seen)
+    client.delete(f"/v1/collections/{name}")
+
+
+@pytest.mark.parametrize(("params", "status", "needle"), [
+    ({"limit": 0}, 400, "limit: must be between 1 and"),
+    ({"limit": 10**6}, 400, "limit: must be between 1 and"),
+    ({"filter": "{not json"}, 400, "filter: not valid JSON"),
+    ({"filter": "[1, 2]"}, 400, "filter: must be a JSON object"),
+    ({"filter": json.dumps({"bad key!": 1})}, 400, "filter: invalid field name"),
+    ({"filter": json.dumps({"a": [1]})}, 400, "filter: value of 'a' must be"),
+    ({"ids": ["doc-01"], "after": "doc-00"}, 400, "ids: cannot be combined"),
+    ({"limit": "many"}, 422, "limit"),
+])
+def test_bad_listing_parameters_are_named(client, collection, params, status, needle):
+    r = client.get(f"/v1/collections/{collection}/documents", params=params)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]["message"]
+
+
+def test_unknown_collection_is_a_404(client):
+    for path in ("/v1/collections/absent/documents", "/v1/collections/absent/documents/x"):
+        r = client.get(path)
+        assert r.status_code == 404 and "absent" in r.json()["error"]["message"]
