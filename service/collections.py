@@ -7,12 +7,13 @@ Indexing-layer errors are mapped here, once, onto the service's error hierarchy.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +59,15 @@ DEMO_CORPUS = Path(__file__).parent / "demo" / "demo_corpus.jsonl"
 
 # The rerank cascade's seam: (query text, hits, stage) -> (reordered hits with rerank_score, report).
 RerankStage = Callable[[str, list[Hit], SearchRerank], Awaitable[tuple[list[Hit], Any]]]
+
+
+@contextmanager
+def _named(i: int) -> Iterator[None]:
+    """Prefix an indexing-layer input error with the batch position it came from."""
+    try:
+        yield
+    except InvalidDocument as exc:
+        raise InvalidRequest(f"searches[{i}].{exc}") from None
 
 
 @contextmanager
@@ -384,6 +394,46 @@ class CollectionService:
         return await self._in_worker(self.collection(name).feedback.clear)
 
     # ---- search ----
+    def _check_search(self, coll: Collection, req: SearchRequest) -> None:
+        """Refuse a malformed search before anything is embedded (messages name the field)."""
+        if not 1 <= req.top_k <= self.settings.max_top_k:
+            raise InvalidRequest(f"top_k: must be between 1 and {self.settings.max_top_k}, got {req.top_k}")
+        if (req.query is None) == (req.vector is None):
+            raise InvalidRequest("query: send exactly one of `query` (text) or `vector`")
+        if req.query is not None and not req.query.strip():
+            raise InvalidRequest("query: must be a non-empty string")
+        if req.mode != "dense" and req.query is None:
+            raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not a `vector`")
+        if req.vector is not None and len(req.vector) != coll.config.dim:
+            raise InvalidRequest(f"vector: expected dimension {coll.config.dim}, got {len(req.vector)}")
+        if req.vector is None and req.mode != "lexical":
+            self._check_embeddable(coll, "query")
+        if req.rerank is not None and (self.rerank_stage is None or req.query is None):
+            raise InvalidRequest(
+                "rerank: needs `query` text and a server with a rerank stage"
+                if self.rerank_stage is not None
+                else "rerank: not available on this server"
+            )
+
+    @staticmethod
+    def _depth_of(req: SearchRequest) -> int:
+        """Hits to retrieve: top_k, or the rerank stage's candidates when more."""
+        return req.top_k if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
+
+    def _search_one(self, coll: Collection, req: SearchRequest, qvec: np.ndarray | None) -> SearchResult:
+        k = self._depth_of(req)
+        return coll.search(
+            qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
+            fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
+        )[0]
+
+    async def _reranked(self, req: SearchRequest, result: SearchResult) -> tuple[SearchResult, Any]:
+        if req.rerank is None or self.rerank_stage is None or req.query is None:
+            return result, None
+        reranked, report = await self.rerank_stage(req.query, result.hits, req.rerank)
+        result.hits = reranked[: req.rerank.top_n or req.top_k]
+        return result, report
+
     async def search(
         self, name: str, req: SearchRequest, timings: StageTimings | None = None
     ) -> tuple[SearchResult, Any]:
@@ -394,41 +444,74 @@ class CollectionService:
         """
         timings = timings or StageTimings()
         coll = self.collection(name)
-        if not 1 <= req.top_k <= self.settings.max_top_k:
-            raise InvalidRequest(f"top_k: must be between 1 and {self.settings.max_top_k}, got {req.top_k}")
-        if (req.query is None) == (req.vector is None):
-            raise InvalidRequest("query: send exactly one of `query` (text) or `vector`")
-        if req.query is not None and not req.query.strip():
-            raise InvalidRequest("query: must be a non-empty string")
-        if req.mode != "dense" and req.query is None:
-            raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not a `vector`")
+        self._check_search(coll, req)
         qvec: np.ndarray | None = None
         if req.vector is not None:
-            if len(req.vector) != coll.config.dim:
-                raise InvalidRequest(f"vector: expected dimension {coll.config.dim}, got {len(req.vector)}")
             qvec = np.asarray([req.vector], dtype=np.float32)
         elif req.mode != "lexical":
             assert req.query is not None
-            self._check_embeddable(coll, "query")
             qvec = (await self.embedding.embed([req.query], input_type="query", timings=timings)).vectors
-        if req.rerank is not None and (self.rerank_stage is None or req.query is None):
-            raise InvalidRequest(
-                "rerank: needs `query` text and a server with a rerank stage"
-                if self.rerank_stage is not None
-                else "rerank: not available on this server"
-            )
-        k = req.top_k if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
         with _mapped_errors(), timings.measure("search"):
-            result = (await self._in_worker(partial(
-                coll.search, qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
-                fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
-            )))[0]
-        report = None
-        if req.rerank is not None and self.rerank_stage is not None and req.query is not None:
-            with timings.measure("rerank"):
-                reranked, report = await self.rerank_stage(req.query, result.hits, req.rerank)
-            result.hits = reranked[: req.rerank.top_n or req.top_k]
-        return result, report
+            result = await self._in_worker(self._search_one, coll, req, qvec)
+        if req.rerank is None:
+            return result, None
+        with timings.measure("rerank"):
+            return await self._reranked(req, result)
+
+    async def search_batch(
+        self, name: str, reqs: list[SearchRequest], timings: StageTimings | None = None
+    ) -> list[tuple[SearchResult, Any]]:
+        """Many searches of one collection in one call: every query text embedded in one batch, and the
+        dense searches that share top_k, filter and min_relevance run as one multi-query index search.
+
+        Each answer equals the single search's; an invalid search fails the whole batch, naming it.
+        """
+        timings = timings or StageTimings()
+        coll = self.collection(name)
+        if not reqs:
+            raise InvalidRequest("searches: must hold at least one search")
+        if len(reqs) > self.settings.max_searches_per_batch:
+            raise PayloadTooLarge(
+                f"searches: {len(reqs)} searches exceed the limit of {self.settings.max_searches_per_batch} "
+                "per request (RRS_MAX_SEARCHES_PER_BATCH)"
+            )
+        for i, req in enumerate(reqs):
+            try:
+                self._check_search(coll, req)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"searches[{i}].{exc.message}") from None
+        vectors: dict[int, np.ndarray] = {
+            i: np.asarray(r.vector, dtype=np.float32) for i, r in enumerate(reqs) if r.vector is not None
+        }
+        to_embed = [i for i, r in enumerate(reqs) if r.vector is None and r.mode != "lexical"]
+        if to_embed:
+            texts = [reqs[i].query or "" for i in to_embed]
+            embedded = (await self.embedding.embed(texts, input_type="query", timings=timings)).vectors
+            vectors.update(zip(to_embed, embedded, strict=True))
+
+        def run() -> list[SearchResult]:
+            out: list[SearchResult | None] = [None] * len(reqs)
+            groups: dict[tuple[Any, ...], list[int]] = {}
+            for i, req in enumerate(reqs):
+                if req.mode == "dense":
+                    key = (self._depth_of(req), json.dumps(req.filter, sort_keys=True), req.min_relevance)
+                    groups.setdefault(key, []).append(i)
+                    continue
+                with _named(i):
+                    out[i] = self._search_one(coll, req, vectors[i][None] if i in vectors else None)
+            for (k, _, min_relevance), rows in groups.items():
+                with _named(rows[0]):
+                    found = coll.search(np.stack([vectors[i] for i in rows]), k, reqs[rows[0]].filter, min_relevance)
+                for i, result in zip(rows, found, strict=True):
+                    out[i] = result
+            return [r for r in out if r is not None]
+
+        with _mapped_errors(), timings.measure("search"):
+            results = await self._in_worker(run)
+        if all(r.rerank is None for r in reqs):
+            return [(res, None) for res in results]
+        with timings.measure("rerank"):
+            return list(await asyncio.gather(*(self._reranked(r, res) for r, res in zip(reqs, results, strict=True))))
 
     @property
     def ready(self) -> bool:

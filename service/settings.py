@@ -68,6 +68,7 @@ class Settings(BaseSettings):
         "collection, so its hits carry `relevance` and cut at the shipped threshold."
     )
     max_top_k: int = Field(1000, ge=1)
+    max_searches_per_batch: int = Field(256, ge=1, description="Searches one batch-search request may hold.")
     max_documents_per_upsert: int = Field(4096, ge=1)
     hybrid_depth: int = Field(
         100, ge=1, description="Hybrid search fuses the dense and the lexical top-n of this depth (at least top_k)."

@@ -53,6 +53,21 @@ def test_demo_search_carries_calibrated_relevance_and_cuts_at_the_shipped_thresh
         assert hybrid["hits"][0]["relevance"] == found["hits"][0]["relevance"]
         assert hybrid["hits"][0]["fused_score"] > 0
 
+        # A batch keeps each search's own cut: the fitted threshold, or the one a search sends.
+        batch = client.post("/v1/collections/demo/search/batch", json={"searches": [
+            {"query": "how far does light travel in a year", "top_k": 3},
+            {"query": "how far does light travel in a year", "top_k": 5, "min_relevance": 0},
+            {"query": "who won the 2018 world cup", "top_k": 5},
+        ]})
+        assert batch.status_code == 200, batch.text
+        cut, whole, empty = batch.json()["results"]
+        assert [h["id"] for h in cut["hits"]] == ["astronomy-02"] and cut["min_relevance"] == threshold
+        assert abs(cut["hits"][0]["relevance"] - found["hits"][0]["relevance"]) < 1e-4
+        assert [h["id"] for h in whole["hits"]] == [h["id"] for h in page["hits"]] and whole["min_relevance"] == 0
+        pairs = zip(whole["hits"], page["hits"], strict=True)
+        assert all(abs(a["relevance"] - b["relevance"]) < 1e-4 for a, b in pairs)
+        assert empty["hits"] == [] and empty["relevance_filtered"] == 5
+
 
 def test_demo_without_the_shipped_calibration_then_with_it_after_a_restart(server_factory, tmp_path) -> None:
     data = tmp_path / "demo-data"

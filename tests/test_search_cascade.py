@@ -54,6 +54,21 @@ def test_rerank_stage_reorders_by_reranker_and_reports(live_server):
         assert "rerank;dur=" in r.headers["server-timing"]
 
 
+def test_batch_search_reranks_only_the_searches_that_ask(live_server):
+    with live_server.client() as client:
+        _collection(client, "cascade-batch")
+        stage = {"method": "embedding", "candidates": 6, "top_n": 2}
+        searches = [{"query": QUERY, "top_k": 3, "rerank": stage}, {"query": QUERY, "top_k": 3}]
+        r = client.post("/v1/collections/cascade-batch/search/batch", json={"searches": searches})
+        assert r.status_code == 200, r.text
+        reranked, plain = r.json()["results"]
+        single = client.post("/v1/collections/cascade-batch/search", json=searches[0]).json()
+        assert reranked["rerank"]["applied"] is True and len(reranked["hits"]) == 2
+        assert [h["id"] for h in reranked["hits"]] == [h["id"] for h in single["hits"]]
+        assert plain["rerank"] is None and len(plain["hits"]) == 3
+        assert all(h["rerank_score"] is None for h in plain["hits"])
+
+
 def test_rerank_past_its_deadline_keeps_first_stage_order(live_server):
     with live_server.client() as client:
         _collection(client, "cascade-deadline")

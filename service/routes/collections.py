@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from indexing.collection import CollectionConfig
+from indexing.collection import CollectionConfig, SearchResult
 from service.collections import CollectionService
 from service.dependencies import require_api_key
 from service.errors import InvalidRequest, NotFound
@@ -19,6 +19,8 @@ from service.schemas.collections import (
     DeleteDocumentsResponse,
     DocumentList,
     HitChunk,
+    SearchBatchRequest,
+    SearchBatchResponse,
     SearchHit,
     SearchRequest,
     SearchRerankReport,
@@ -148,15 +150,7 @@ async def get_document(
     return StoredDocument(**found[0])
 
 
-@router.post("/{name}/search", response_model=SearchResponse)
-async def search_collection(
-    name: str,
-    body: SearchRequest,
-    request: Request,
-    service: CollectionService = Depends(get_collection_service),
-) -> Response:
-    """Search by `query` text or `vector`; the Server-Timing header splits embed/search/rerank time."""
-    result, rerank_report = await service.search(name, body, request_timings(request))
+def _search_response(name: str, model: str, result: SearchResult, rerank_report: Any) -> SearchResponse:
     hits = [
         SearchHit(
             id=h.id,
@@ -173,9 +167,9 @@ async def search_collection(
         )
         for h in result.hits
     ]
-    response = SearchResponse(
+    return SearchResponse(
         collection=name,
-        model=service.collection(name).config.model,
+        model=model,
         hits=hits,
         candidates=result.candidates,
         filtered_count=result.filtered_count,
@@ -183,5 +177,33 @@ async def search_collection(
         relevance_filtered=result.relevance_filtered,
         rerank=SearchRerankReport(**vars(rerank_report)) if rerank_report is not None else None,
     )
+
+
+@router.post("/{name}/search", response_model=SearchResponse)
+async def search_collection(
+    name: str,
+    body: SearchRequest,
+    request: Request,
+    service: CollectionService = Depends(get_collection_service),
+) -> Response:
+    """Search by `query` text or `vector`; the Server-Timing header splits embed/search/rerank time."""
+    result, rerank_report = await service.search(name, body, request_timings(request))
+    response = _search_response(name, service.collection(name).config.model, result, rerank_report)
     # Serialised once here: returning the model would validate it a second time (search is hot).
+    return Response(response.model_dump_json(), media_type="application/json")
+
+
+@router.post("/{name}/search/batch", response_model=SearchBatchResponse)
+async def search_collection_batch(
+    name: str,
+    body: SearchBatchRequest,
+    request: Request,
+    service: CollectionService = Depends(get_collection_service),
+) -> Response:
+    """Many searches in one request: one embedding batch and multi-query index searches; answers as single ones."""
+    answers = await service.search_batch(name, body.searches, request_timings(request))
+    model = service.collection(name).config.model
+    response = SearchBatchResponse(
+        collection=name, model=model, results=[_search_response(name, model, r, rep) for r, rep in answers]
+    )
     return Response(response.model_dump_json(), media_type="application/json")

@@ -203,5 +203,19 @@ class SearchResponse(BaseModel):
     rerank: SearchRerankReport | None = Field(None, description="Present when a rerank stage was requested.")
 
 
+class SearchBatchRequest(BaseModel):
+    searches: list[SearchRequest] = Field(
+        ..., min_length=1, description="Searches of this collection (1..RRS_MAX_SEARCHES_PER_BATCH), each as "
+        "the single search's body; their query texts are embedded in one batch."
+    )
+
+
+class SearchBatchResponse(BaseModel):
+    object: Literal["list"] = "list"
+    collection: str
+    model: str
+    results: list[SearchResponse] = Field(..., description="One result per search, in the order sent.")
+
+
 class ReloadResponse(BaseModel):
     collection: CollectionInfo
