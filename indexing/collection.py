@@ -33,7 +33,7 @@ from indexing.errors import (
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
 from indexing.lexical import LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
-from indexing.store import Chunk, ChunkRef, Document, DocumentStore
+from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SEARCH_MODES = ("dense", "lexical", "hybrid")
@@ -304,10 +304,19 @@ class Collection:
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id (with their chunks) from the store and the index; returns how many existed."""
         with self._lock:
-            write = self.store.delete(list(ids))
-            self.index.remove(np.asarray(write.remove_vids, dtype=np.int64))
-            if write.remove_vids:
-                self._after_write(len(write.remove_vids))
+            return self._removed(self.store.delete(list(ids)))
+
+    def delete_where(self, filter_: dict[str, Any]) -> int:
+        """Delete the documents a metadata filter matches; returns how many."""
+        if not filter_:
+            raise InvalidDocument("filter: must hold at least one condition (delete the collection to empty it)")
+        with self._lock:
+            return self._removed(self.store.delete_matching(filter_))
+
+    def _removed(self, write: Write) -> int:
+        self.index.remove(np.asarray(write.remove_vids, dtype=np.int64))
+        if write.remove_vids:
+            self._after_write(len(write.remove_vids))
         return write.documents
 
     # ---- search ----

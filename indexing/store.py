@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import InvalidDocument
+from indexing.filters import filter_sql
 from indexing.lexical import LexicalIndex
 
-_FILTER_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     vid INTEGER PRIMARY KEY,
@@ -250,6 +249,14 @@ class DocumentStore:
         empty = np.zeros((0, self.dim or 0), dtype=np.float32)
         return Write(removed, seq, np.zeros(0, dtype=np.int64), empty, removed + extra, len(removed))
 
+    def delete_matching(self, filter_: dict[str, Any]) -> Write:
+        """Delete every document the filter matches (with its chunks); the match and the delete are one
+        step under the store's lock, so a document written meanwhile is either matched or untouched."""
+        where, params = filter_sql(filter_)
+        with self._lock:
+            ids = [r[0] for r in self._conn.execute(f"SELECT id FROM documents WHERE {where}", params)]
+            return self.delete(ids)
+
     def prune_tombstones(self, up_to_seq: int) -> None:
         """Forget deletions already reflected in a durable index snapshot."""
         with self._lock:
@@ -413,28 +420,6 @@ class DocumentStore:
         if not blobs:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
         return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1).copy()
-
-
-def filter_sql(filter_: dict[str, Any]) -> tuple[str, list[Any]]:
-    """An SQL condition on a `documents` row for a metadata equality filter ('a.b' is nested), and its parameters."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for key, value in filter_.items():
-        if not _FILTER_KEY.match(key):
-            raise InvalidDocument(f"filter: invalid field name {key!r}")
-        path = "$." + ".".join(f'"{part}"' for part in key.split("."))
-        if value is None:
-            clauses.append("json_type(metadata, ?) = 'null'")
-            params.append(path)
-        elif isinstance(value, bool):
-            clauses.append("json_type(metadata, ?) = ?")
-            params += [path, "true" if value else "false"]
-        elif isinstance(value, (str, int, float)):
-            clauses.append("json_extract(metadata, ?) = ?")
-            params += [path, value]
-        else:
-            raise InvalidDocument(f"filter: value of {key!r} must be a string, number, boolean or null")
-    return (" AND ".join(clauses) if clauses else "1"), params
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

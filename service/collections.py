@@ -301,10 +301,16 @@ class CollectionService:
                 f"not the served {self.embedding.space!r}; send vectors instead of text"
             )
 
-    async def delete_documents(self, name: str, ids: list[str]) -> int:
+    async def delete_documents(self, name: str, ids: list[str] | None, filter_: dict[str, Any] | None = None) -> int:
+        """Delete by ids or by metadata filter (exactly one); returns how many documents existed."""
         coll = self.collection(name)
+        if (ids is None) == (filter_ is None):
+            raise InvalidRequest("ids: send exactly one of `ids` or `filter`")
         with _mapped_errors():
-            return await self._in_worker(coll.delete, ids)
+            if ids is not None:
+                return await self._in_worker(coll.delete, ids)
+            assert filter_ is not None
+            return await self._in_worker(coll.delete_where, filter_)
 
     async def get_documents(self, name: str, ids: list[str], include_vectors: bool = False) -> list[dict[str, Any]]:
         """The stored documents of `ids` that exist, in the order asked (with their chunks' spans)."""

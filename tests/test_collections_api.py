@@ -168,6 +168,37 @@ def test_metadata_filter(client, collection):
     assert _search(client, collection, query="x", filter={"topic": "none"})["hits"] == []
 
 
+def test_filter_operators_in_every_search_mode(client, collection):
+    for mode in ("dense", "lexical", "hybrid"):
+        query = "bees bread jupiter git marathon" if mode != "dense" else "anything"
+        body = _search(client, collection, query=query, top_k=5, mode=mode, filter={"year": {"$gte": 2021}})
+        assert {h["id"] for h in body["hits"]} == {"bread", "git", "marathon"} and body["filtered_count"] == 3
+        body = _search(client, collection, query=query, top_k=5, mode=mode,
+                       filter={"$or": [{"topic": {"$in": ["biology", "sports"]}}, {"year": 2022}]})
+        assert {h["id"] for h in body["hits"]} == {"bees", "marathon", "git"}
+        body = _search(client, collection, query=query, top_k=5, mode=mode,
+                       filter={"topic": {"$nin": ["cooking", "sports"]}, "year": {"$lt": 2022}})
+        assert {h["id"] for h in body["hits"]} == {"bees", "jupiter"}
+
+
+def test_delete_by_filter(client):
+    name = _fresh_collection(client)
+    r = client.request("DELETE", f"/v1/collections/{name}/documents", json={"filter": {"year": {"$lte": 2020}}})
+    assert r.status_code == 200 and r.json()["deleted"] == 2
+    info = client.get(f"/v1/collections/{name}").json()
+    assert info["count"] == info["indexed"] == 3
+    hits = _search(client, name, query="insects pollinate flowers", top_k=5)["hits"]
+    assert {h["id"] for h in hits} == {"bread", "git", "marathon"}
+    for body, needle in [({"filter": {}}, "filter: must hold at least one condition"),
+                         ({}, "ids: send exactly one of `ids` or `filter`"),
+                         ({"ids": ["git"], "filter": {"year": 2022}}, "ids: send exactly one"),
+                         ({"filter": {"year": {"$gt": None}}}, "filter.year.$gt: must be a number or a string")]:
+        r = client.request("DELETE", f"/v1/collections/{name}/documents", json=body)
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+    assert client.get(f"/v1/collections/{name}").json()["count"] == 3  # refused deletes removed nothing
+    client.delete(f"/v1/collections/{name}")
+
+
 def test_search_by_vector_and_raw_vector_documents(client):
     name = f"vec-{uuid.uuid4().hex[:8]}"
     assert client.post("/v1/collections", json={"name": name, "dimension": 4, "model": "custom"}).status_code == 201
@@ -188,7 +219,10 @@ def test_search_by_vector_and_raw_vector_documents(client):
     ("/v1/collections/{c}/search", {"query": "x", "top_k": 100000}, 400, "top_k"),
     ("/v1/collections/{c}/search", {}, 400, "exactly one of `query`"),
     ("/v1/collections/{c}/search", {"query": "x", "min_relevance": 2}, 422, "min_relevance"),
-    ("/v1/collections/{c}/search", {"query": "x", "filter": {"a": [1]}}, 422, "filter"),
+    ("/v1/collections/{c}/search", {"query": "x", "filter": {"a": [1]}}, 400,
+     "filter.a: value must be a string, number, boolean or null"),
+    ("/v1/collections/{c}/search", {"query": "x", "filter": {"year": {"$gt": "2020", "$like": 1}}}, 400,
+     "filter.year.$like: unknown operator"),
     ("/v1/collections/nope-404/search", {"query": "x"}, 404, "'nope-404' does not exist"),
     ("/v1/collections", {"name": "../x"}, 400, "not a valid collection name"),
     ("/v1/collections", {"name": "ok", "metric": "hamming"}, 422, "metric"),

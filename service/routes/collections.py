@@ -96,7 +96,9 @@ async def upsert_documents(
 async def delete_documents(
     name: str, body: DeleteDocumentsRequest, service: CollectionService = Depends(get_collection_service)
 ) -> DeleteDocumentsResponse:
-    return DeleteDocumentsResponse(collection=name, deleted=await service.delete_documents(name, body.ids))
+    """Delete by `ids`, or every document a metadata `filter` matches."""
+    deleted = await service.delete_documents(name, body.ids, body.filter)
+    return DeleteDocumentsResponse(collection=name, deleted=deleted)
 
 
 def _filter_param(raw: str | None) -> dict[str, Any] | None:

@@ -6,8 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Scalar = str | int | float | bool | None
-
 
 class CreateCollectionRequest(BaseModel):
     name: str = Field(..., description="1-64 characters: letters, digits, '_' or '-', starting alphanumeric.")
@@ -81,7 +79,10 @@ class UpsertResponse(BaseModel):
 
 
 class DeleteDocumentsRequest(BaseModel):
-    ids: list[str] = Field(..., min_length=1)
+    ids: list[str] | None = Field(None, min_length=1, description="Delete these ids (unknown ones are ignored).")
+    filter: dict[str, Any] | None = Field(
+        None, description="Or delete every document this metadata filter matches (the search filter language)."
+    )
 
 
 class DeleteDocumentsResponse(BaseModel):
@@ -146,8 +147,10 @@ class SearchRequest(BaseModel):
     query: str | None = Field(None, description="Query text (embedded with input_type=query).")
     vector: list[float] | None = Field(None, description="A query vector instead of `query` text.")
     top_k: int = Field(10, description="Hits to return (1..RRS_MAX_TOP_K).")
-    filter: dict[str, Scalar] | None = Field(
-        None, description="Metadata equality filter: every `field: value` must match ('a.b' is nested)."
+    filter: dict[str, Any] | None = Field(
+        None, description="Metadata filter: every `field: value` must hold ('a.b' is nested). A value is "
+        "equality, or an object of operators: $eq $ne $gt $gte $lt $lte $in $nin $exists $contains; "
+        "`$and`/`$or` take lists of filters. See docs/COLLECTIONS.md."
     )
     min_relevance: float | None = Field(
         None,

@@ -1,0 +1,155 @@
+"""The metadata filter language of search, listing and deletes, compiled to one SQL condition.
+
+A filter is a JSON object. Each `field: value` pair must hold (AND); `a.b` reaches nested fields. A
+plain value means equality. An object of operators compares instead:
+`$eq $ne $gt $gte $lt $lte` (one scalar; the ordering ones take a number or a string, so ISO dates
+compare as text), `$in $nin` (a list of scalars), `$exists` (true or false), `$contains` (the field
+is an array holding the scalar). `$and` / `$or` take a list of filters.
+
+Comparisons are typed: a number never equals a string or a boolean (SQLite's JSON functions return
+true as 1, so equality on `json_extract` alone would conflate them). Negations (`$ne`, `$nin`,
+`$exists: false`) hold for documents that lack the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from indexing.errors import InvalidDocument
+
+_FIELD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_OPERATORS = ("$eq", "$ne", *_COMPARE, "$in", "$nin", "$exists", "$contains")
+MAX_LIST = 1024  # values in one $in / $nin, filters in one $and / $or
+MAX_DEPTH = 8  # nesting of $and / $or
+
+
+def filter_sql(filter_: dict[str, Any]) -> tuple[str, list[Any]]:
+    """An SQL condition on a `documents` row (its `metadata` column) and its parameters."""
+    if not isinstance(filter_, dict):
+        raise InvalidDocument("filter: must be an object of field: value pairs")
+    return _all(filter_, "filter", "metadata", 0)
+
+
+def _all(filter_: dict[str, Any], where: str, column: str, depth: int) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, value in filter_.items():
+        if key in ("$and", "$or"):
+            sql, p = _combine(key, value, f"{where}.{key}", column, depth)
+        elif key.startswith("$"):
+            raise InvalidDocument(f"{where}: unknown operator {key!r} (at this level: $and, $or, or field names)")
+        else:
+            sql, p = _field(key, value, where, column)
+        clauses.append(sql)
+        params += p
+    return (" AND ".join(clauses) if clauses else "1"), params
+
+
+def _combine(op: str, value: Any, where: str, column: str, depth: int) -> tuple[str, list[Any]]:
+    if depth >= MAX_DEPTH:
+        raise InvalidDocument(f"{where}: $and/$or nested deeper than {MAX_DEPTH}")
+    if not isinstance(value, list) or not value or len(value) > MAX_LIST:
+        raise InvalidDocument(f"{where}: must be a list of 1 to {MAX_LIST} filters")
+    parts: list[str] = []
+    params: list[Any] = []
+    for i, sub in enumerate(value):
+        if not isinstance(sub, dict):
+            raise InvalidDocument(f"{where}[{i}]: must be an object of field: value pairs")
+        sql, p = _all(sub, f"{where}[{i}]", column, depth + 1)
+        parts.append(f"({sql})")
+        params += p
+    return "(" + (" AND " if op == "$and" else " OR ").join(parts) + ")", params
+
+
+def _field(key: str, value: Any, where: str, column: str) -> tuple[str, list[Any]]:
+    if not _FIELD.match(key):
+        raise InvalidDocument(f"{where}: invalid field name {key!r}")
+    path = "$." + ".".join(f'"{part}"' for part in key.split("."))
+    where = f"{where}.{key}"
+    if not isinstance(value, dict):
+        return _equal(column, path, _scalar(value, where))
+    if not value:
+        raise InvalidDocument(f"{where}: an operator object needs at least one of {', '.join(_OPERATORS)}")
+    clauses: list[str] = []
+    params: list[Any] = []
+    for op, operand in value.items():
+        at = f"{where}.{op}"
+        if op == "$eq":
+            sql, p = _equal(column, path, _scalar(operand, at))
+        elif op == "$ne":
+            sql, p = _negate(*_equal(column, path, _scalar(operand, at)))
+        elif op in _COMPARE:
+            sql, p = _compare(column, path, _COMPARE[op], operand, at)
+        elif op in ("$in", "$nin"):
+            sql, p = _member(column, path, operand, at)
+            if op == "$nin":
+                sql, p = _negate(sql, p)
+        elif op == "$exists":
+            if not isinstance(operand, bool):
+                raise InvalidDocument(f"{at}: must be true or false")
+            sql, p = f"json_type({column}, ?) IS {'NOT ' if operand else ''}NULL", [path]
+        elif op == "$contains":
+            sql, p = _contains(column, path, _scalar(operand, at))
+        else:
+            raise InvalidDocument(f"{at}: unknown operator (one of {', '.join(_OPERATORS)})")
+        clauses.append(sql)
+        params += p
+    return "(" + " AND ".join(clauses) + ")", params
+
+
+def _scalar(value: Any, where: str) -> str | int | float | bool | None:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise InvalidDocument(f"{where}: value must be a string, number, boolean or null")
+
+
+def _typed(value: str | int | float) -> tuple[str, Any]:
+    """The JSON type test for a string or a number, and the value as SQLite compares it."""
+    return ("= 'text'" if isinstance(value, str) else "IN ('integer', 'real')"), value
+
+
+def _equal(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
+    if value is None:
+        return f"json_type({column}, ?) = 'null'", [path]
+    if isinstance(value, bool):
+        return f"json_type({column}, ?) = ?", [path, "true" if value else "false"]
+    test, operand = _typed(value)
+    return f"(json_type({column}, ?) {test} AND json_extract({column}, ?) = ?)", [path, path, operand]
+
+
+def _negate(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    return f"NOT COALESCE({sql}, 0)", params  # a missing field makes the test NULL: its negation holds
+
+
+def _compare(column: str, path: str, sign: str, value: Any, where: str) -> tuple[str, list[Any]]:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InvalidDocument(f"{where}: must be a number or a string")
+    test, operand = _typed(value)
+    return f"(json_type({column}, ?) {test} AND json_extract({column}, ?) {sign} ?)", [path, path, operand]
+
+
+def _member(column: str, path: str, values: Any, where: str) -> tuple[str, list[Any]]:
+    if not isinstance(values, list) or not values or len(values) > MAX_LIST:
+        raise InvalidDocument(f"{where}: must be a list of 1 to {MAX_LIST} values")
+    parts: list[str] = []
+    params: list[Any] = []
+    for i, v in enumerate(values):
+        sql, p = _equal(column, path, _scalar(v, f"{where}[{i}]"))
+        parts.append(sql)
+        params += p
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
+    if value is None:
+        test, params = "e.type = 'null'", []
+    elif isinstance(value, bool):
+        test, params = "e.type = ?", ["true" if value else "false"]
+    else:
+        kind, operand = _typed(value)
+        test, params = f"e.type {kind} AND e.value = ?", [operand]
+    sql = (f"(json_type({column}, ?) = 'array' AND EXISTS (SELECT 1 FROM json_each({column}, ?) AS e "
+           f"WHERE {test}))")
+    return sql, [path, path, *params]
