@@ -249,6 +249,34 @@ class DocumentStore:
         empty = np.zeros((0, self.dim or 0), dtype=np.float32)
         return Write(removed, seq, np.zeros(0, dtype=np.int64), empty, removed + extra, len(removed))
 
+    def update_metadata(self, updates: Sequence[tuple[str, dict[str, Any]]], merge: bool = False) -> list[str]:
+        """Set (or, with `merge`, shallow-merge: a null value removes the key) the metadata of stored
+        documents, in one durable transaction; returns the ids that exist (the others are untouched).
+
+        Text and vectors do not change, so neither the ANN index nor the lexical index is touched.
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                updated: list[str] = []
+                for doc_id, metadata in updates:
+                    row = self._conn.execute("SELECT metadata FROM documents WHERE id = ?", (doc_id,)).fetchone()
+                    if row is None:
+                        continue
+                    new = metadata
+                    if merge:
+                        new = {**json.loads(row[0]), **metadata}
+                        new = {k: v for k, v in new.items() if v is not None}
+                    self._conn.execute(
+                        "UPDATE documents SET metadata = ? WHERE id = ?", (json.dumps(new, ensure_ascii=False), doc_id)
+                    )
+                    updated.append(doc_id)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return updated
+
     def delete_matching(self, filter_: dict[str, Any]) -> Write:
         """Delete every document the filter matches (with its chunks); the match and the delete are one
         step under the store's lock, so a document written meanwhile is either matched or untouched."""

@@ -301,6 +301,22 @@ class CollectionService:
                 f"not the served {self.embedding.space!r}; send vectors instead of text"
             )
 
+    async def update_metadata(self, name: str, updates: list[tuple[str, dict[str, Any]]], merge: bool) -> list[str]:
+        """Change stored documents' metadata without re-embedding; returns the ids that were stored."""
+        coll = self.collection(name)
+        if len(updates) > self.settings.max_documents_per_upsert:
+            raise PayloadTooLarge(
+                f"documents: {len(updates)} documents exceed the limit of "
+                f"{self.settings.max_documents_per_upsert} per request (RRS_MAX_DOCUMENTS_PER_UPSERT)"
+            )
+        seen: set[str] = set()
+        for i, (doc_id, _) in enumerate(updates):
+            if doc_id in seen:
+                raise InvalidRequest(f"documents[{i}].id: duplicate id {doc_id!r} in one request")
+            seen.add(doc_id)
+        with _mapped_errors():
+            return await self._in_worker(coll.store.update_metadata, updates, merge)
+
     async def delete_documents(self, name: str, ids: list[str] | None, filter_: dict[str, Any] | None = None) -> int:
         """Delete by ids or by metadata filter (exactly one); returns how many documents existed."""
         coll = self.collection(name)

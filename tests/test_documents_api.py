@@ -174,3 +174,38 @@ def test_unknown_collection_is_a_404(client):
     for path in ("/v1/collections/absent/documents", "/v1/collections/absent/documents/x"):
         r = client.get(path)
         assert r.status_code == 404 and "absent" in r.json()["error"]["message"]
+
+
+def test_metadata_patch_replaces_or_merges_without_re_embedding(client):
+    name = f"patch-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name}).status_code == 201
+    docs = [{"id": "a", "text": "Bees pollinate flowers.", "metadata": {"lang": "en", "year": 2020}},
+            {"id": "b", "text": "Jupiter is a gas giant.", "metadata": {"lang": "en", "year": 2021}}]
+    assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
+    before = client.get(f"/v1/collections/{name}/documents/a", params={"include_vectors": True}).json()
+
+    r = client.patch(f"/v1/collections/{name}/documents", json={"documents": [
+        {"id": "a", "metadata": {"year": None, "tags": ["bio"]}}, {"id": "zzz", "metadata": {}}], "merge": True})
+    assert r.status_code == 200, r.text
+    assert (r.json()["updated"], r.json()["missing"]) == (1, ["zzz"])
+    after = client.get(f"/v1/collections/{name}/documents/a", params={"include_vectors": True}).json()
+    assert after["metadata"] == {"lang": "en", "tags": ["bio"]}  # merged; null removed `year`
+    assert after["vector"] == before["vector"] and after["text"] == before["text"]
+    assert client.get(f"/v1/collections/{name}/documents/zzz").status_code == 404  # not created
+
+    r = client.patch(f"/v1/collections/{name}/documents", json={"documents": [{"id": "b", "metadata": {"x": 1}}]})
+    assert r.json()["updated"] == 1
+    assert client.get(f"/v1/collections/{name}/documents/b").json()["metadata"] == {"x": 1}  # replaced
+    # Search and filters see the new metadata at once.
+    hits = client.post(f"/v1/collections/{name}/search",
+                       json={"query": "insects", "filter": {"tags": {"$contains": "bio"}}}).json()["hits"]
+    assert [(h["id"], h["metadata"]) for h in hits] == [("a", {"lang": "en", "tags": ["bio"]})]
+    info = client.get(f"/v1/collections/{name}").json()
+    assert info["count"] == info["indexed"] == 2
+
+    r = client.patch(f"/v1/collections/{name}/documents",
+                     json={"documents": [{"id": "a", "metadata": {}}, {"id": "a", "metadata": {}}]})
+    assert r.status_code == 400 and "documents[1].id: duplicate id" in r.json()["error"]["message"]
+    r = client.patch(f"/v1/collections/{name}/documents", json={"documents": [{"id": "a"}]})
+    assert r.status_code == 422 and "metadata" in r.json()["error"]["message"]
+    client.delete(f"/v1/collections/{name}")

@@ -45,6 +45,12 @@ def test_acknowledged_writes_survive_kill_and_restart(server_factory, tmp_path: 
             assert r.status_code == 201, r.text
         docs = [{"id": f"o{i}", "vector": _vector(1000 + i), "metadata": {"n": i}} for i in range(20)]
         assert c.post("/v1/collections/other/documents", json={"documents": docs}).status_code == 200
+        # A metadata patch and a delete by filter, acknowledged before the kill, must survive it too.
+        r = c.patch("/v1/collections/other/documents",
+                    json={"documents": [{"id": "o1", "metadata": {"tag": "kept"}}], "merge": True})
+        assert r.status_code == 200 and r.json()["updated"] == 1
+        r = c.request("DELETE", "/v1/collections/other/documents", json={"filter": {"n": {"$in": [2, 3]}}})
+        assert r.json()["deleted"] == 2
 
         def stream() -> None:
             with server.client(timeout=10) as sc:
@@ -73,6 +79,8 @@ def test_acknowledged_writes_survive_kill_and_restart(server_factory, tmp_path: 
         assert info["indexed"] == info["count"]
         missing = [doc_id for doc_id in acked if _top1(c, "stream", int(doc_id[1:])) != doc_id]
         assert missing == []
+        kept = c.get("/v1/collections/other/documents", params={"ids": ["o1", "o2", "o3"]}).json()
+        assert kept["data"][0]["metadata"] == {"n": 1, "tag": "kept"} and kept["missing"] == ["o2", "o3"]
         # more writes, then a clean stop: they must survive without a kill-time replay needing them
         late = [{"id": "late", "vector": _vector(5000), "metadata": {"late": True}}]
         assert c.post("/v1/collections/other/documents", json={"documents": late}).status_code == 200
@@ -97,7 +105,7 @@ def test_acknowledged_writes_survive_kill_and_restart(server_factory, tmp_path: 
         assert _top1(c, "other", 5000) == "late"
         assert _top1(c, "other", 1000) != "o0"
         info = c.get("/v1/collections/other").json()
-        assert info["count"] == info["indexed"] == 20
+        assert info["count"] == info["indexed"] == 18
         # the store is the source of truth: a rebuild restores the broken collection
         r = c.post("/v1/collections/stream/reload", params={"rebuild": "true"})
         assert r.status_code == 200 and r.json()["indexed"] == r.json()["count"] >= len(acked)

@@ -26,6 +26,8 @@ from service.schemas.collections import (
     SearchRerankReport,
     SearchResponse,
     StoredDocument,
+    UpdateMetadataRequest,
+    UpdateMetadataResponse,
     UpsertRequest,
     UpsertResponse,
 )
@@ -90,6 +92,17 @@ async def upsert_documents(
     """Insert or replace documents; acknowledged only after the write is durable."""
     ids, truncated = await service.upsert(name, body.documents)
     return UpsertResponse(collection=name, upserted=len(ids), ids=ids, truncated=truncated)
+
+
+@router.patch("/{name}/documents", response_model=UpdateMetadataResponse)
+async def update_metadata(
+    name: str, body: UpdateMetadataRequest, service: CollectionService = Depends(get_collection_service)
+) -> UpdateMetadataResponse:
+    """Change documents' metadata without re-embedding them (ids not stored are listed, not created)."""
+    updates = [(d.id, d.metadata) for d in body.documents]
+    updated = set(await service.update_metadata(name, updates, body.merge))
+    missing = [d.id for d in body.documents if d.id not in updated]
+    return UpdateMetadataResponse(collection=name, updated=len(updated), missing=missing)
 
 
 @router.delete("/{name}/documents", response_model=DeleteDocumentsResponse)

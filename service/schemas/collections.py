@@ -78,6 +78,25 @@ class UpsertResponse(BaseModel):
     )
 
 
+class MetadataUpdate(BaseModel):
+    id: str = Field(..., min_length=1, max_length=512)
+    metadata: dict[str, Any]
+
+
+class UpdateMetadataRequest(BaseModel):
+    documents: list[MetadataUpdate] = Field(..., min_length=1)
+    merge: bool = Field(
+        False, description="Merge into the stored metadata (top-level keys; a null value removes the key) "
+        "instead of replacing it."
+    )
+
+
+class UpdateMetadataResponse(BaseModel):
+    collection: str
+    updated: int
+    missing: list[str] = Field(default_factory=list, description="Ids not stored (nothing is created).")
+
+
 class DeleteDocumentsRequest(BaseModel):
     ids: list[str] | None = Field(None, min_length=1, description="Delete these ids (unknown ones are ignored).")
     filter: dict[str, Any] | None = Field(
