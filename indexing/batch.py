@@ -24,7 +24,7 @@ import numpy as np
 from indexing.chunks import assemble, plan_chunks, resolve_chunking, stored_chunks
 from indexing.collection import Collection, CollectionConfig, validate_name
 from indexing.errors import InvalidDocument
-from indexing.store import Chunk, Document
+from indexing.store import Chunk, Document, embedding_key
 
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -290,6 +290,11 @@ def index_file(
                 report.skipped += len(chunk) - len(todo)
                 if todo:
                     vectors, chunks, cut = _embed(encoder, coll.config, todo, batch_size, max_chunks)
+                    c = coll.config
+                    for i, d in enumerate(todo):  # so a later HTTP upsert of the same text reuses these vectors
+                        d.embedding_key = embedding_key(c.model, c.dim, c.chunk_tokens, c.chunk_overlap, max_chunks,
+                                                        d.text)
+                        d.embedding_cut = i in cut
                     coll.upsert(todo, vectors, chunks)
                     report.indexed += len(todo)
                     report.truncated += len(cut)

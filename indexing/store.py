@@ -107,12 +107,38 @@ class Write:
 
 @dataclass
 class Document:
-    """One stored document; `vid` is the vector id the ANN index knows it by."""
+    """One stored document; `vid` is the vector id the ANN index knows it by.
+
+    `embedding_key` is set when the server embedded `text` itself (see `embedding_key()`), and
+    `embedding_cut` when that embedding did not read the whole text: together they let an upsert of
+    the same text keep the stored vectors instead of embedding it again.
+    """
 
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
     vid: int = -1
+    embedding_key: str | None = None
+    embedding_cut: bool = False
+
+
+@dataclass(frozen=True)
+class StoredEmbedding:
+    """A document's stored vectors, reusable for the same text: its vector, its chunks, whether cut."""
+
+    vector: np.ndarray
+    chunks: list[Chunk]
+    cut: bool
+
+
+def embedding_key(model: str, dim: int, chunk_tokens: int | None, chunk_overlap: int, max_chunks: int,
+                  text: str) -> str:
+    """What a server-made embedding of `text` depends on, hashed: the same key, the same vectors.
+
+    The model name is the collection's embedding space (TempScale included), fixed at creation.
+    """
+    spec = f"{model}\x00{dim}\x00{chunk_tokens}\x00{chunk_overlap}\x00{max_chunks}\x00"
+    return hashlib.blake2b((spec + text).encode("utf-8"), digest_size=16).hexdigest()
 
 
 class DocumentStore:
@@ -122,8 +148,21 @@ class DocumentStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._conn = connect_durable(self.path, _SCHEMA)
+        self._add_columns(("embedding_key TEXT", "embedding_cut INTEGER NOT NULL DEFAULT 0"))
         self.dim = dim
         self.lexical = LexicalIndex(self._conn, self._lock)
+
+    def _add_columns(self, columns: Sequence[str]) -> None:
+        """Columns a store written by an older rrs lacks (another process may be adding them too)."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(documents)")}
+        for column in columns:
+            if column.split()[0] in have:
+                continue
+            try:
+                self._conn.execute(f"ALTER TABLE documents ADD COLUMN {column}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
     # ---- configuration kept next to the data ----
     def get_meta(self, key: str) -> str | None:
@@ -184,7 +223,8 @@ class DocumentStore:
         with self._lock:
             seq = self.last_seq + 1
             rows = [
-                (vid, d.id, d.text, json.dumps(d.metadata, ensure_ascii=False), vec.tobytes(), seq)
+                (vid, d.id, d.text, json.dumps(d.metadata, ensure_ascii=False), vec.tobytes(), seq,
+                 d.embedding_key, int(d.embedding_cut))
                 for vid, d, vec in zip(vids, docs, vectors, strict=True)
             ]
             self._conn.execute("BEGIN IMMEDIATE")
@@ -193,9 +233,10 @@ class DocumentStore:
                 for chunk in _chunks(vids, 500):
                     self._conn.execute(f"DELETE FROM chunks WHERE doc_vid IN ({','.join('?' * len(chunk))})", chunk)
                 self._conn.executemany(
-                    "INSERT INTO documents(vid, id, text, metadata, vector, seq) VALUES (?,?,?,?,?,?) "
-                    "ON CONFLICT(vid) DO UPDATE SET id=excluded.id, text=excluded.text, "
-                    "metadata=excluded.metadata, vector=excluded.vector, seq=excluded.seq",
+                    "INSERT INTO documents(vid, id, text, metadata, vector, seq, embedding_key, embedding_cut) "
+                    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(vid) DO UPDATE SET id=excluded.id, text=excluded.text, "
+                    "metadata=excluded.metadata, vector=excluded.vector, seq=excluded.seq, "
+                    "embedding_key=excluded.embedding_key, embedding_cut=excluded.embedding_cut",
                     rows,
                 )
                 self._conn.executemany(
@@ -344,6 +385,34 @@ class DocumentStore:
     def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
         docs = self.get_by_vids([vector_id(i) for i in ids])
         return [docs[v] for v in (vector_id(i) for i in ids) if v in docs]
+
+    def reusable(self, keys: dict[str, str]) -> dict[str, StoredEmbedding]:
+        """For `{id: embedding key}`: the stored embeddings whose key is the same (same text, same model
+        and chunking), with their chunks, so an unchanged document is not embedded again."""
+        out: dict[str, StoredEmbedding] = {}
+        with self._lock:
+            items = list(keys.items())
+            for chunk in _chunks(items, 500):
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT vid, id, embedding_key, embedding_cut, vector FROM documents WHERE id IN ({marks})",
+                    [doc_id for doc_id, _ in chunk],
+                ).fetchall()
+                hits = {vid: (doc_id, cut, blob) for vid, doc_id, key, cut, blob in rows if key == keys[doc_id]}
+                parts: dict[int, list[Chunk]] = {}
+                if hits:
+                    vmarks = ",".join("?" * len(hits))
+                    for doc_vid, start, end, blob in self._conn.execute(
+                        f"SELECT doc_vid, start, end, vector FROM chunks WHERE doc_vid IN ({vmarks}) "
+                        "ORDER BY doc_vid, part", list(hits),
+                    ):
+                        vec = None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+                        parts.setdefault(doc_vid, []).append(Chunk(start, end, vec))
+                for vid, (doc_id, cut, blob) in hits.items():
+                    out[doc_id] = StoredEmbedding(
+                        np.frombuffer(blob, dtype=np.float32).copy(), parts.get(vid, []), bool(cut)
+                    )
+        return out
 
     def page(self, limit: int, after: str | None = None, filter_: dict[str, Any] | None = None) -> list[Document]:
         """Up to `limit` documents in id order, those with an id greater than `after`, within the filter.

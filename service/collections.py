@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +39,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import default_query_id
-from indexing.store import Chunk, Document, chunk_vector_id
+from indexing.store import Chunk, Document, chunk_vector_id, embedding_key
 from service.embedding import EmbeddingService
 from service.errors import (
     Conflict,
@@ -86,6 +86,18 @@ def _mapped_errors() -> Iterator[None]:
         raise InvalidRequest(str(exc)) from None
     except sqlite3.ProgrammingError:  # the collection was deleted (its store closed) mid-request
         raise ServiceUnavailable("collection was deleted or reloaded during the request; retry") from None
+
+
+@dataclass
+class _DocumentVectors:
+    """An upsert's vectors: per document its vector and chunks, which were cut (not embedded whole),
+    the embedding keys of the texts the server embeds, and which of them kept their stored vectors."""
+
+    vectors: np.ndarray
+    chunks: list[list[Chunk]]
+    cut: set[int] = field(default_factory=set)
+    keys: dict[int, str] = field(default_factory=dict)
+    reused: set[int] = field(default_factory=set)
 
 
 class CollectionService:
@@ -224,8 +236,9 @@ class CollectionService:
             return self.catalog.get(name)
 
     # ---- documents ----
-    async def upsert(self, name: str, documents: list[DocumentIn]) -> tuple[list[str], list[str]]:
-        """Store documents; returns their ids and the ids whose text was cut to the model's max length."""
+    async def upsert(self, name: str, documents: list[DocumentIn]) -> tuple[list[str], list[str], int]:
+        """Store documents; returns their ids, the ids whose text was cut to the model's max length, and
+        how many kept their stored vectors (same text as stored: nothing embedded)."""
         coll = self.collection(name)
         if len(documents) > self.settings.max_documents_per_upsert:
             raise PayloadTooLarge(
@@ -238,46 +251,64 @@ class CollectionService:
             if doc.id in seen:
                 raise InvalidRequest(f"documents[{i}].id: duplicate id {doc.id!r} in one request")
             seen.add(doc.id)
-        vectors, chunks, cut = await self._document_vectors(coll, documents)
-        docs = [Document(d.id, d.text, d.metadata) for d in documents]
+        made = await self._document_vectors(coll, documents)
+        docs = [
+            Document(d.id, d.text, d.metadata, embedding_key=made.keys.get(i), embedding_cut=i in made.cut)
+            for i, d in enumerate(documents)
+        ]
         with _mapped_errors():
-            await self._in_worker(coll.upsert, docs, vectors, chunks)
-        return [d.id for d in documents], [documents[i].id for i in cut]
+            await self._in_worker(coll.upsert, docs, made.vectors, made.chunks)
+        return [d.id for d in documents], [documents[i].id for i in sorted(made.cut)], len(made.reused)
 
-    async def _document_vectors(
-        self, coll: Collection, documents: list[DocumentIn]
-    ) -> tuple[np.ndarray, list[list[Chunk]], list[int]]:
+    def _embedding_key(self, coll: Collection, text: str) -> str:
+        c = coll.config
+        return embedding_key(c.model, c.dim, c.chunk_tokens, c.chunk_overlap, self.settings.max_chunks_per_document,
+                             text)
+
+    async def _document_vectors(self, coll: Collection, documents: list[DocumentIn]) -> _DocumentVectors:
         """Given vectors where sent, embeddings of the text otherwise (batched, on the bulk lane).
 
-        A chunked collection embeds each chunk of a long text; chunk 0 is the document's vector.
-        Also returns the positions whose text was not embedded whole (cut to the model's window, or
-        past `RRS_MAX_CHUNKS_PER_DOCUMENT` chunks).
+        A chunked collection embeds each chunk of a long text; chunk 0 is the document's vector. A
+        document stored with the same text, embedded by this server under the same model and
+        chunking (the same embedding key), keeps its stored vectors and is not embedded again.
         """
-        out = np.zeros((len(documents), coll.config.dim), dtype=np.float32)
-        chunks: list[list[Chunk]] = [[] for _ in documents]
+        made = _DocumentVectors(np.zeros((len(documents), coll.config.dim), dtype=np.float32),
+                                [[] for _ in documents])
         to_embed: list[int] = []
-        cut: set[int] = set()
         for i, doc in enumerate(documents):
             if doc.vector is not None:
                 if len(doc.vector) != coll.config.dim:
                     raise InvalidRequest(
                         f"documents[{i}].vector: expected dimension {coll.config.dim}, got {len(doc.vector)}"
                     )
-                out[i] = doc.vector
+                made.vectors[i] = doc.vector
             elif not doc.text.strip():
                 raise InvalidRequest(f"documents[{i}]: needs a non-empty `text` or a `vector`")
             else:
                 to_embed.append(i)
         if not to_embed:
-            return out, chunks, []
+            return made
         self._check_embeddable(coll, "documents")
+        made.keys = {i: self._embedding_key(coll, documents[i].text) for i in to_embed}
+        stored = await self._in_worker(coll.store.reusable, {documents[i].id: made.keys[i] for i in to_embed})
+        for i in to_embed:
+            if (old := stored.get(documents[i].id)) is not None:
+                made.vectors[i] = old.vector
+                made.chunks[i] = old.chunks
+                if old.cut:
+                    made.cut.add(i)
+                made.reused.add(i)
+        to_embed = [i for i in to_embed if i not in made.reused]
+        if not to_embed:
+            return made
+        chunks: list[list[Chunk]] = [[] for _ in documents]
         texts = [documents[i].text for i in to_embed]
         if coll.config.chunk_tokens:
             spans = await self.embedding.split(texts, coll.config.chunk_tokens, coll.config.chunk_overlap)
         else:
             spans = [[(0, len(t))] for t in texts]
         plan = plan_chunks(to_embed, spans, self.settings.max_chunks_per_document)
-        cut.update(plan.capped)
+        made.cut.update(plan.capped)
         step = self.settings.max_inputs_per_request
         for start in range(0, len(plan.pieces), step):
             batch = plan.pieces[start : start + step]
@@ -285,9 +316,11 @@ class CollectionService:
                 [documents[p.doc].text[p.start : p.end] for p in batch],
                 input_type="document", use_cache=False, bulk=True,
             )
-            cut.update(batch[j].doc for j in result.truncated)
-            assemble(batch, result.vectors, out, chunks)
-        return out, stored_chunks(chunks), sorted(cut)
+            made.cut.update(batch[j].doc for j in result.truncated)
+            assemble(batch, result.vectors, made.vectors, chunks)
+        for i, doc_chunks in zip(to_embed, stored_chunks([chunks[i] for i in to_embed]), strict=True):
+            made.chunks[i] = doc_chunks
+        return made
 
     def _in_served_space(self, coll: Collection) -> bool:
         """The collection holds vectors of the space the server embeds text into (model, TempScale, dim)."""

@@ -107,4 +107,8 @@ def test_cli_job_output_is_served_after_reload(live_server):
         assert r.status_code == 200 and r.json()["count"] == 12
         hits = c.post("/v1/collections/jobbed/search", json={"query": "version control history"}).json()["hits"]
         assert hits[0]["id"] == "p9"
+        # The job records how it embedded each text: the server re-upserting the same text embeds nothing.
+        stored = c.get("/v1/collections/jobbed/documents/p9").json()
+        r = c.post("/v1/collections/jobbed/documents", json={"documents": [{"id": "p9", "text": stored["text"]}]})
+        assert r.status_code == 200 and r.json()["unchanged"] == 1
         c.delete("/v1/collections/jobbed")

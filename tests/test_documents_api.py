@@ -209,3 +209,72 @@ def test_metadata_patch_replaces_or_merges_without_re_embedding(client):
     r = client.patch(f"/v1/collections/{name}/documents", json={"documents": [{"id": "a"}]})
     assert r.status_code == 422 and "metadata" in r.json()["error"]["message"]
     client.delete(f"/v1/collections/{name}")
+
+
+def _embedded_tokens(client) -> float:
+    """Tokens the server's embedding batchers have run through the model so far (all lanes)."""
+    total = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("rrs_tokens_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+LONG = " ".join(f"Sentence {i} tells of a different town by the river, its bridges and its mills." for i in range(40))
+
+
+def test_an_unchanged_text_keeps_its_stored_vectors(client):
+    """Re-upserting the same text embeds nothing (the model sees no token); changed text is embedded."""
+    name = f"reuse-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name, "chunk_tokens": 64}).status_code == 201
+    docs = [{"id": "short", "text": "Bees pollinate flowers.", "metadata": {"v": 1}},
+            {"id": "long", "text": LONG, "metadata": {"v": 1}}]
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": docs})
+    assert r.status_code == 200 and r.json()["unchanged"] == 0
+    before = client.get(f"/v1/collections/{name}/documents", params={"include_vectors": True}).json()["data"]
+    info_before = client.get(f"/v1/collections/{name}").json()
+    assert info_before["chunks"] >= 2
+
+    tokens = _embedded_tokens(client)
+    again = [{**d, "metadata": {"v": 2}} for d in docs]
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": again})
+    assert r.status_code == 200 and r.json()["unchanged"] == 2
+    assert _embedded_tokens(client) == tokens  # nothing went through the model
+    after = client.get(f"/v1/collections/{name}/documents", params={"include_vectors": True}).json()["data"]
+    for old, new in zip(before, after, strict=True):
+        assert new["metadata"] == {"v": 2}  # metadata is still replaced
+        assert new["vector"] == pytest.approx(old["vector"], abs=1e-6)
+        assert [(c["start"], c["end"]) for c in new["chunks"] or []] == [(c["start"], c["end"])
+                                                                          for c in old["chunks"] or []]
+    info = client.get(f"/v1/collections/{name}").json()
+    assert (info["count"], info["chunks"], info["indexed"]) == (2, info_before["chunks"], info_before["indexed"])
+    hits = client.post(f"/v1/collections/{name}/search", json={"query": "Sentence 39 bridges", "top_k": 1}).json()
+    assert hits["hits"][0]["id"] == "long" and hits["hits"][0]["chunk"]["index"] > 0
+
+    r = client.post(f"/v1/collections/{name}/documents",
+                    json={"documents": [{"id": "short", "text": "Bees pollinate flowers in spring."}]})
+    assert r.json()["unchanged"] == 0 and _embedded_tokens(client) > tokens
+    changed = client.get(f"/v1/collections/{name}/documents/short", params={"include_vectors": True}).json()
+    assert changed["vector"] != pytest.approx(before[1]["vector"], abs=1e-3)  # ids sort: long, short
+    client.delete(f"/v1/collections/{name}")
+
+
+def test_reuse_keeps_the_truncation_report_and_never_reuses_client_vectors(client):
+    name = f"reuse-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name, "chunk_tokens": 0}).status_code == 201
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": [{"id": "long", "text": LONG}]})
+    assert r.json()["truncated"] == ["long"]
+    r = client.post(f"/v1/collections/{name}/documents", json={"documents": [{"id": "long", "text": LONG}]})
+    assert (r.json()["unchanged"], r.json()["truncated"]) == (1, ["long"])
+
+    mine = np.random.default_rng(0).normal(size=384).astype(np.float32)
+    r = client.post(f"/v1/collections/{name}/documents",
+                    json={"documents": [{"id": "v", "text": "Bees pollinate flowers.", "vector": mine.tolist()}]})
+    assert r.status_code == 200
+    r = client.post(f"/v1/collections/{name}/documents",
+                    json={"documents": [{"id": "v", "text": "Bees pollinate flowers."}]})
+    assert r.json()["unchanged"] == 0  # the stored vector was the client's: the server embeds the text now
+    served = client.post("/v1/embeddings", json={"input": "Bees pollinate flowers.", "input_type": "document"})
+    stored = client.get(f"/v1/collections/{name}/documents/v", params={"include_vectors": True}).json()["vector"]
+    assert stored == pytest.approx(served.json()["data"][0]["embedding"], abs=1e-5)
+    client.delete(f"/v1/collections/{name}")

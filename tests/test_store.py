@@ -96,3 +96,27 @@ def test_metadata_equality_filter(store: DocumentStore):
 def test_rejects_wrong_dimension(store: DocumentStore):
     with pytest.raises(InvalidDocument, match="dimension 4"):
         store.upsert([Document("a", "t")], np.zeros((1, 3), np.float32))
+
+
+def test_a_store_from_before_embedding_reuse_opens_and_gains_the_columns(tmp_path: Path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE documents (vid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, "
+        "metadata TEXT NOT NULL, vector BLOB NOT NULL, seq INTEGER NOT NULL);"
+    )
+    conn.execute("INSERT INTO documents VALUES (?, 'old', 'old text', '{}', ?, 1)",
+                 (vector_id("old"), _vecs(1)[0].tobytes()))
+    conn.commit()
+    conn.close()
+    store = DocumentStore(path, dim=4)
+    assert store.get_by_ids(["old"])[0].text == "old text"
+    assert store.reusable({"old": "any key"}) == {}  # its vector's origin is unknown: never reused
+    store.upsert([Document("new", "new text", embedding_key="k1")], _vecs(1, seed=3))
+    reused = store.reusable({"new": "k1", "old": "k1"})
+    assert list(reused) == ["new"] and np.allclose(reused["new"].vector, _vecs(1, seed=3)[0])
+    assert store.reusable({"new": "k2"}) == {}  # another text, model or chunking: another key
+    store.close()
+    DocumentStore(path, dim=4).close()  # reopening finds the columns in place

@@ -90,8 +90,8 @@ async def upsert_documents(
     name: str, body: UpsertRequest, service: CollectionService = Depends(get_collection_service)
 ) -> UpsertResponse:
     """Insert or replace documents; acknowledged only after the write is durable."""
-    ids, truncated = await service.upsert(name, body.documents)
-    return UpsertResponse(collection=name, upserted=len(ids), ids=ids, truncated=truncated)
+    ids, truncated, unchanged = await service.upsert(name, body.documents)
+    return UpsertResponse(collection=name, upserted=len(ids), ids=ids, truncated=truncated, unchanged=unchanged)
 
 
 @router.patch("/{name}/documents", response_model=UpdateMetadataResponse)

@@ -76,6 +76,10 @@ class UpsertResponse(BaseModel):
         description="Ids whose text is longer than the embedding model reads: stored whole, but embedded "
         "(so found) by its first max-length tokens only. Split such documents to make all of them searchable.",
     )
+    unchanged: int = Field(
+        0, description="Documents whose text was already stored, embedded by this server under the same model and "
+        "chunking: they kept their stored vectors (nothing was embedded for them; metadata is still replaced)."
+    )
 
 
 class MetadataUpdate(BaseModel):
