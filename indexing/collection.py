@@ -33,7 +33,7 @@ from indexing.errors import (
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
 from indexing.lexical import LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
-from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write
+from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, vector_id
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SEARCH_MODES = ("dense", "lexical", "hybrid")
@@ -332,12 +332,14 @@ class Collection:
         fusion_depth: int = 100,
         fusion_k: int = 60,
         lexical_weight: float = 1.0,
+        exclude: Sequence[str] = (),
     ) -> list[SearchResult]:
         """Top-k documents (joined with text and metadata) for each query.
 
         `mode`: "dense" (the query vectors), "lexical" (BM25 over `text`, one query) or "hybrid"
         (reciprocal rank fusion of the dense and lexical top-`fusion_depth`, the lexical ranks weighted
-        by `lexical_weight`, one query).
+        by `lexical_weight`, one query). `exclude`: document ids never returned (dense mode; a search
+        by a stored document's own vector leaves that document out).
         """
         if mode not in SEARCH_MODES:
             raise InvalidDocument(f"mode: one of {', '.join(SEARCH_MODES)}, got {mode!r}")
@@ -360,16 +362,18 @@ class Collection:
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
-        found = self.nearest(queries, self._depth(top_k, allowed), allowed)
-        scores, doc_vids = found.scores[:, :top_k], found.doc_vids[:, :top_k]
+        skip = {vector_id(doc_id) for doc_id in exclude}
+        wide = top_k + len(skip)
+        found = self.nearest(queries, self._depth(wide, allowed), allowed)
+        scores, doc_vids = found.scores[:, :wide], found.doc_vids[:, :wide]
         docs = self.store.get_by_vids(np.unique(doc_vids[doc_vids >= 0]).tolist())
         results = []
         for row in range(len(queries)):
             hits = [
                 Hit(d.id, float(s), d.text, d.metadata, int(v), chunk=found.chunk_of(int(best)))
-                for s, v, best in zip(scores[row], doc_vids[row], found.vids[row, :top_k], strict=True)
-                if v >= 0 and (d := docs.get(int(v)))
-            ]
+                for s, v, best in zip(scores[row], doc_vids[row], found.vids[row, :wide], strict=True)
+                if v >= 0 and int(v) not in skip and (d := docs.get(int(v)))
+            ][:top_k]
             results.append(self._relevance_cut(queries[row], hits, self._deep(found, row, allowed), min_relevance,
                                                matching))
         return results

@@ -39,7 +39,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import default_query_id
-from indexing.store import Chunk, Document, chunk_vector_id, embedding_key
+from indexing.store import Chunk, Document, chunk_vector_id, embedding_key, vector_id
 from service.embedding import EmbeddingService
 from service.errors import (
     Conflict,
@@ -453,15 +453,16 @@ class CollectionService:
         """Refuse a malformed search before anything is embedded (messages name the field)."""
         if not 1 <= req.top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k: must be between 1 and {self.settings.max_top_k}, got {req.top_k}")
-        if (req.query is None) == (req.vector is None):
-            raise InvalidRequest("query: send exactly one of `query` (text) or `vector`")
+        if sum(x is not None for x in (req.query, req.vector, req.document_id)) != 1:
+            raise InvalidRequest("query: send exactly one of `query` (text), `vector` or `document_id`")
         if req.query is not None and not req.query.strip():
             raise InvalidRequest("query: must be a non-empty string")
         if req.mode != "dense" and req.query is None:
-            raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not a `vector`")
+            given = "a `vector`" if req.vector is not None else "a `document_id`"
+            raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not {given}")
         if req.vector is not None and len(req.vector) != coll.config.dim:
             raise InvalidRequest(f"vector: expected dimension {coll.config.dim}, got {len(req.vector)}")
-        if req.vector is None and req.mode != "lexical":
+        if req.query is not None and req.mode != "lexical":
             self._check_embeddable(coll, "query")
         if req.rerank is not None and (self.rerank_stage is None or req.query is None):
             raise InvalidRequest(
@@ -480,7 +481,35 @@ class CollectionService:
         return coll.search(
             qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
             fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
+            exclude=[req.document_id] if req.document_id is not None else (),
         )[0]
+
+    async def _query_vectors(
+        self, coll: Collection, reqs: list[SearchRequest], timings: StageTimings
+    ) -> dict[int, np.ndarray]:
+        """Each search's query vector (lexical searches need none): sent, a stored document's, or the
+        query text embedded (all texts in one call)."""
+        vectors: dict[int, np.ndarray] = {
+            i: np.asarray(r.vector, dtype=np.float32) for i, r in enumerate(reqs) if r.vector is not None
+        }
+        by_doc = {i: r.document_id for i, r in enumerate(reqs) if r.document_id is not None}
+        if by_doc:
+            with _mapped_errors():
+                found, rows = await self._in_worker(
+                    coll.store.vectors_for, [vector_id(doc_id) for doc_id in by_doc.values()]
+                )
+            stored = {int(v): row for v, row in zip(found, rows, strict=True)}
+            for i, doc_id in by_doc.items():
+                if (vec := stored.get(vector_id(doc_id))) is None:
+                    where = f"searches[{i}].document_id" if len(reqs) > 1 else "document_id"
+                    raise NotFound(f"{where}: no document {doc_id!r} in collection {coll.name!r}")
+                vectors[i] = vec
+        to_embed = [i for i, r in enumerate(reqs) if r.query is not None and r.mode != "lexical"]
+        if to_embed:
+            texts = [reqs[i].query or "" for i in to_embed]
+            embedded = (await self.embedding.embed(texts, input_type="query", timings=timings)).vectors
+            vectors.update(zip(to_embed, embedded, strict=True))
+        return vectors
 
     async def _reranked(self, req: SearchRequest, result: SearchResult) -> tuple[SearchResult, Any]:
         if req.rerank is None or self.rerank_stage is None or req.query is None:
@@ -500,12 +529,8 @@ class CollectionService:
         timings = timings or StageTimings()
         coll = self.collection(name)
         self._check_search(coll, req)
-        qvec: np.ndarray | None = None
-        if req.vector is not None:
-            qvec = np.asarray([req.vector], dtype=np.float32)
-        elif req.mode != "lexical":
-            assert req.query is not None
-            qvec = (await self.embedding.embed([req.query], input_type="query", timings=timings)).vectors
+        vectors = await self._query_vectors(coll, [req], timings)
+        qvec = vectors[0][None] if 0 in vectors else None
         with _mapped_errors(), timings.measure("search"):
             result = await self._in_worker(self._search_one, coll, req, qvec)
         if req.rerank is None:
@@ -535,20 +560,13 @@ class CollectionService:
                 self._check_search(coll, req)
             except InvalidRequest as exc:
                 raise InvalidRequest(f"searches[{i}].{exc.message}") from None
-        vectors: dict[int, np.ndarray] = {
-            i: np.asarray(r.vector, dtype=np.float32) for i, r in enumerate(reqs) if r.vector is not None
-        }
-        to_embed = [i for i, r in enumerate(reqs) if r.vector is None and r.mode != "lexical"]
-        if to_embed:
-            texts = [reqs[i].query or "" for i in to_embed]
-            embedded = (await self.embedding.embed(texts, input_type="query", timings=timings)).vectors
-            vectors.update(zip(to_embed, embedded, strict=True))
+        vectors = await self._query_vectors(coll, reqs, timings)
 
         def run() -> list[SearchResult]:
             out: list[SearchResult | None] = [None] * len(reqs)
             groups: dict[tuple[Any, ...], list[int]] = {}
             for i, req in enumerate(reqs):
-                if req.mode == "dense":
+                if req.mode == "dense" and req.document_id is None:
                     key = (self._depth_of(req), json.dumps(req.filter, sort_keys=True), req.min_relevance)
                     groups.setdefault(key, []).append(i)
                     continue

@@ -181,6 +181,31 @@ def test_filter_operators_in_every_search_mode(client, collection):
         assert {h["id"] for h in body["hits"]} == {"bees", "jupiter"}
 
 
+def test_more_like_a_stored_document(client, collection):
+    """`document_id` searches with the document's stored vector and leaves the document out."""
+    vector = client.get(f"/v1/collections/{collection}/documents/jupiter", params={"include_vectors": True})
+    by_vector = _search(client, collection, vector=vector.json()["vector"], top_k=5)["hits"]
+    assert by_vector[0]["id"] == "jupiter"
+    like = _search(client, collection, document_id="jupiter", top_k=4)
+    assert [h["id"] for h in like["hits"]] == [h["id"] for h in by_vector[1:5]] and like["candidates"] == 4
+    assert all(abs(a["score"] - b["score"]) < 1e-6 for a, b in zip(like["hits"], by_vector[1:5], strict=True))
+    filtered = _search(client, collection, document_id="jupiter", top_k=5, filter={"year": 2020})
+    assert [h["id"] for h in filtered["hits"]] == ["bees"]  # jupiter (2020) itself is left out
+    r = client.post(f"/v1/collections/{collection}/search/batch",
+                    json={"searches": [{"document_id": "jupiter", "top_k": 4}, {"query": "planets", "top_k": 1}]})
+    assert [h["id"] for h in r.json()["results"][0]["hits"]] == [h["id"] for h in like["hits"]]
+    for body, status, needle in [
+        ({"document_id": "pluto"}, 404, "document_id: no document 'pluto'"),
+        ({"document_id": "jupiter", "query": "x"}, 400, "exactly one of `query` (text), `vector` or `document_id`"),
+        ({"document_id": "jupiter", "mode": "hybrid"}, 400, "needs `query` text, not a `document_id`"),
+    ]:
+        r = client.post(f"/v1/collections/{collection}/search", json=body)
+        assert r.status_code == status and needle in r.json()["error"]["message"], r.text
+    r = client.post(f"/v1/collections/{collection}/search/batch",
+                    json={"searches": [{"query": "x"}, {"document_id": "pluto"}]})
+    assert r.status_code == 404 and "searches[1].document_id" in r.json()["error"]["message"]
+
+
 def test_delete_by_filter(client):
     name = _fresh_collection(client)
     r = client.request("DELETE", f"/v1/collections/{name}/documents", json={"filter": {"year": {"$lte": 2020}}})

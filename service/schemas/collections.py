@@ -169,6 +169,10 @@ class SearchRerankReport(BaseModel):
 class SearchRequest(BaseModel):
     query: str | None = Field(None, description="Query text (embedded with input_type=query).")
     vector: list[float] | None = Field(None, description="A query vector instead of `query` text.")
+    document_id: str | None = Field(
+        None, description="Or search with this stored document's vector (more like it; the first chunk's for "
+        "a chunked document); the document itself is left out of the hits. Dense mode only."
+    )
     top_k: int = Field(10, description="Hits to return (1..RRS_MAX_TOP_K).")
     filter: dict[str, Any] | None = Field(
         None, description="Metadata filter: every `field: value` must hold ('a.b' is nested). A value is "
