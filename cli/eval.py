@@ -30,6 +30,9 @@ def eval_command(
     chunk_tokens: int = typer.Option(
         None, min=0, help="New collection: chunk window in tokens (default: the model's; 0: no chunking)."),
     chunk_overlap: int = typer.Option(None, min=0, help="Tokens consecutive chunks share (default chunk_tokens/8)."),
+    lexical_stemmer: str = typer.Option(
+        None, help="New collection: stemming of its lexical index, none (language-neutral, the default) or "
+        "porter (English)."),
     bm25: bool = typer.Option(True, "--bm25/--no-bm25", help="Score the BM25 baseline in the same run."),
     modes: str = typer.Option("lexical,hybrid", help="The collection's other search modes to score beside dense "
                               "(comma-separated: lexical = its FTS5 BM25, hybrid = RRF of both; '' for none)."),
@@ -80,6 +83,7 @@ def eval_command(
         chunk_overlap=chunk_overlap,
         modes=mode_list,
         lexical_weight=lexical_weight,
+        lexical_stemmer=lexical_stemmer,
     )
     _print_and_save(report, f"{dataset}, collection {report.collection}", output)
 

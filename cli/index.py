@@ -39,6 +39,9 @@ def index(
         None, min=0, help="New collection: embed documents longer than this many tokens as overlapping chunks "
         "(default: the model's window; 0: no chunking, text past the window is not embedded)."),
     chunk_overlap: int = typer.Option(None, min=0, help="Tokens consecutive chunks share (default chunk_tokens/8)."),
+    lexical_stemmer: str = typer.Option(
+        None, help="New collection: stemming of its lexical index, none (language-neutral, the default) or "
+        "porter (English)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Embed and index a corpus file; rerun to resume (ids already stored are skipped)."""
@@ -71,6 +74,7 @@ def index(
             chunk_tokens=chunk_tokens,
             chunk_overlap=chunk_overlap,
             max_chunks=settings.max_chunks_per_document,
+            lexical_stemmer=lexical_stemmer,
         )
     except IndexingError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -219,11 +219,13 @@ def index_file(
     chunk_tokens: int | None = None,
     chunk_overlap: int | None = None,
     max_chunks: int = 512,
+    lexical_stemmer: str | None = None,
 ) -> IndexReport:
     """Index `path` into `<data_dir>/collections/<collection>`; safe to rerun (resumes).
 
     A new collection chunks documents longer than `chunk_tokens` (default: the model's window; 0:
-    no chunking); an existing one keeps the chunking it was created with.
+    no chunking) and stems its lexical index with `lexical_stemmer` (default none); an existing one
+    keeps the settings it was created with.
     """
     validate_name(collection)
     path = Path(path)
@@ -255,13 +257,20 @@ def index_file(
                     f"chunk_tokens: {collection!r} was created with chunk_tokens {coll.config.chunk_tokens or 0} "
                     f"and chunk_overlap {coll.config.chunk_overlap}; index into a new collection to change them"
                 )
+            if lexical_stemmer is not None and lexical_stemmer != coll.config.lexical_stemmer:
+                coll.close(snapshot=False)
+                raise InvalidDocument(
+                    f"lexical_stemmer: {collection!r} was created with lexical_stemmer "
+                    f"{coll.config.lexical_stemmer!r}; index into a new collection to change it"
+                )
         else:
             try:
                 tokens, overlap = resolve_chunking(encoder.chunk_budget("document"), chunk_tokens, chunk_overlap)
             except ValueError as exc:
                 raise InvalidDocument(str(exc)) from None
             config = CollectionConfig(collection, model_name or encoder.name, encoder.dim, metric, index_kind,
-                                      chunk_tokens=tokens, chunk_overlap=overlap)
+                                      chunk_tokens=tokens, chunk_overlap=overlap,
+                                      lexical_stemmer=lexical_stemmer or "none")
             coll = Collection.create(folder, config, snapshot_every=snapshot_every)
         total = count_records(path, fmt)
         if limit is not None and total is not None:

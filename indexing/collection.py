@@ -31,7 +31,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
-from indexing.lexical import LexicalUnavailable
+from indexing.lexical import TOKENIZERS, LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
 from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, vector_id
 
@@ -65,6 +65,8 @@ class CollectionConfig:
     # vector per document, the text beyond the model's window unembedded).
     chunk_tokens: int | None = None
     chunk_overlap: int = 0
+    # The lexical index's stemming: "none" (language-neutral tokens) or "porter" (English).
+    lexical_stemmer: str = "none"
 
 
 @dataclass
@@ -177,8 +179,12 @@ class Collection:
             )
         if config.dim < 1:
             raise InvalidDocument("dimension: must be positive")
+        if config.lexical_stemmer not in TOKENIZERS:
+            raise InvalidDocument(
+                f"lexical_stemmer: one of {', '.join(TOKENIZERS)}, got {config.lexical_stemmer!r}"
+            )
         folder.mkdir(parents=True, exist_ok=False)
-        store = DocumentStore(folder / STORE_FILE, config.dim)
+        store = DocumentStore(folder / STORE_FILE, config.dim, config.lexical_stemmer)
         store.set_meta("config", json.dumps(asdict(config)))
         index = VectorIndex.build(config.dim, config.metric, config.index_kind, 0, lambda: iter(()), device)
         coll = cls(folder, config, store, index, 0, snapshot_every, device)

@@ -186,12 +186,15 @@ def bm25_retrieve(corpus_path: Path, queries: dict[str, str], k: int = 100) -> S
 
 
 def default_collection_name(
-    dataset: Path, model: str, chunk_tokens: int | None = None, chunk_overlap: int | None = None
+    dataset: Path, model: str, chunk_tokens: int | None = None, chunk_overlap: int | None = None,
+    lexical_stemmer: str | None = None,
 ) -> str:
-    """Per dataset and model; explicit chunk settings get their own collection (they are fixed at creation)."""
+    """Per dataset and model; explicit chunk and stemmer settings get their own collection (they are
+    fixed at creation)."""
     raw = f"eval-{Path(dataset).resolve().name}-{model.split('/')[-1]}"
     suffix = "" if chunk_tokens is None else f"-ct{chunk_tokens}"
     suffix += "" if chunk_overlap is None else f"-co{chunk_overlap}"
+    suffix += "" if lexical_stemmer is None else f"-{lexical_stemmer}"
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[: 64 - len(suffix)] + suffix
 
 
@@ -240,6 +243,7 @@ def evaluate(
     chunk_overlap: int | None = None,
     modes: Sequence[str] = (),
     lexical_weight: float = 1.0,
+    lexical_stemmer: str | None = None,
 ) -> EvalReport:
     """Index the corpus (or reuse the collection: the job resumes/skips), retrieve, score.
 
@@ -249,10 +253,10 @@ def evaluate(
     """
     data = load_beir(dataset_dir)
     model = model_name or encoder.name
-    name = collection or default_collection_name(dataset_dir, model, chunk_tokens, chunk_overlap)
+    name = collection or default_collection_name(dataset_dir, model, chunk_tokens, chunk_overlap, lexical_stemmer)
     job = index_file(
         data_dir, name, data.corpus_path, encoder, index_kind=index_kind, model_name=model, progress=progress,
-        chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+        chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, lexical_stemmer=lexical_stemmer,
     )
     report = EvalReport(str(dataset_dir), name, model, len(data.queries), index_seconds=job.seconds)
     coll = Collection.open(Path(data_dir) / "collections" / name)

@@ -144,13 +144,13 @@ def embedding_key(model: str, dim: int, chunk_tokens: int | None, chunk_overlap:
 class DocumentStore:
     """One SQLite file per collection; thread-safe through one lock around the connection."""
 
-    def __init__(self, path: Path, dim: int | None = None) -> None:
+    def __init__(self, path: Path, dim: int | None = None, lexical_stemmer: str = "none") -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._conn = connect_durable(self.path, _SCHEMA)
         self._add_columns(("embedding_key TEXT", "embedding_cut INTEGER NOT NULL DEFAULT 0"))
         self.dim = dim
-        self.lexical = LexicalIndex(self._conn, self._lock)
+        self.lexical = LexicalIndex(self._conn, self._lock, lexical_stemmer)
 
     def _add_columns(self, columns: Sequence[str]) -> None:
         """Columns a store written by an older rrs lacks (another process may be adding them too)."""

@@ -307,6 +307,21 @@ def test_search_mode_errors(client, collection, body, status, needle):
     assert needle in r.json()["error"]["message"]
 
 
+def test_a_collection_with_an_english_stemmer(client):
+    name = f"stem-{uuid.uuid4().hex[:8]}"
+    r = client.post("/v1/collections", json={"name": name, "lexical_stemmer": "porter"})
+    assert r.status_code == 201 and r.json()["lexical_stemmer"] == "porter"
+    docs = [{"id": i, "text": t, "metadata": m} for i, t, m in PASSAGES]
+    assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
+    hits = _search(client, name, query="pollinating flower", mode="lexical")["hits"]
+    assert [h["id"] for h in hits] == ["bees"]  # pollinate/pollinating and flower/flowers share stems
+    assert _search(client, name, query="committed", mode="lexical")["hits"][0]["id"] == "git"
+    assert client.get(f"/v1/collections/{name}").json()["lexical_stemmer"] == "porter"
+    r = client.post("/v1/collections", json={"name": f"stem-{uuid.uuid4().hex[:8]}", "lexical_stemmer": "klingon"})
+    assert r.status_code == 422 and "lexical_stemmer" in r.json()["error"]["message"]
+    client.delete(f"/v1/collections/{name}")
+
+
 def test_lexical_search_on_a_collection_of_client_vectors(client):
     """BM25 reads the stored text, so a collection of another model's vectors is searchable by words."""
     name = f"vlex-{uuid.uuid4().hex[:8]}"

@@ -59,6 +59,28 @@ def test_bm25_follows_upserts_replacements_and_deletes(tmp_path: Path):
     reopened.close()
 
 
+def test_porter_stemming_is_chosen_at_creation_and_kept_on_reopen(tmp_path: Path):
+    texts = {"bridge": "The old bridge crosses the river.", "mills": "Mills ground grain by the river.",
+             "runner": "She was running the marathon.", "towns": "Towns grew along the water."}
+    vectors = np.ones((len(texts), DIM), np.float32)
+    plain = DocumentStore(tmp_path / "plain.sqlite3", DIM)
+    plain.upsert([Document(i, t) for i, t in texts.items()], vectors)
+    assert _ids(plain, "bridges") == [] and _ids(plain, "runs") == []  # no stemming by default
+    store = DocumentStore(tmp_path / "porter.sqlite3", DIM, lexical_stemmer="porter")
+    store.upsert([Document(i, t) for i, t in texts.items()], vectors)
+    assert _ids(store, "bridges") == ["bridge"] and _ids(store, "mill") == ["mills"]
+    assert _ids(store, "runs") == ["runner"] and _ids(store, "town") == ["towns"]
+    # The more-than-half rule counts stems: "rivers" stems to "river", in 2 of 4 documents (kept), and
+    # "the" is in all 4 (dropped), so only the river documents match.
+    assert sorted(_ids(store, "the rivers")) == ["bridge", "mills"]
+    store.close()
+    again = DocumentStore(tmp_path / "porter.sqlite3", DIM)  # the stemmer is read back from the FTS5 table
+    assert again.lexical.stemmer == "porter" and _ids(again, "bridges") == ["bridge"]
+    again.close()
+    with pytest.raises(ValueError, match="lexical_stemmer: one of none, porter"):
+        DocumentStore(tmp_path / "x.sqlite3", DIM, lexical_stemmer="snowball")
+
+
 def test_a_store_from_before_the_lexical_index_is_indexed_on_open(tmp_path: Path):
     path = tmp_path / "old.sqlite3"
     store = _store(tmp_path)

@@ -56,6 +56,7 @@ async def create_collection(
         body.dimension or service.embedding.dim,
         body.metric,
         body.index,
+        lexical_stemmer=body.lexical_stemmer,
     )
     config = service.chunking_for(config, body.chunk_tokens, body.chunk_overlap)
     return CollectionInfo(**await service.create(config))

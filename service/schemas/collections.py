@@ -29,6 +29,10 @@ class CreateCollectionRequest(BaseModel):
     chunk_overlap: int | None = Field(
         None, ge=0, description="Tokens shared by consecutive chunks (default: chunk_tokens / 8)."
     )
+    lexical_stemmer: Literal["none", "porter"] = Field(
+        "none", description="Stemming of the lexical (BM25) index: `none` is language-neutral; `porter` stems "
+        "English words (\"bridges\" finds \"bridge\"). Fixed at creation."
+    )
 
 
 class CollectionInfo(BaseModel):
@@ -47,6 +51,7 @@ class CollectionInfo(BaseModel):
     chunks: int | None = Field(None, description="Vectors beyond one per document: extra chunks of long ones.")
     chunk_tokens: int | None = Field(None, description="Chunk window in tokens; null when not chunked.")
     chunk_overlap: int | None = None
+    lexical_stemmer: str | None = None
     calibrated: bool = False
     created_at: float | None = None
 
