@@ -9,7 +9,9 @@ one where no parameter was ever looked at). Systems, all from the same run:
 - `hybrid`: reciprocal rank fusion of both top-100 lists (`mode: hybrid`, k = 60, nothing fitted);
 - `bm25`: the harness's bm25s baseline (English stopwords), to check the FTS5 ranking against;
 - `hybrid-w0.5`: hybrid with the lexical ranking at half weight (`lexical_weight`), for information:
-  the default stays 1, nothing is chosen from these runs.
+  the default stays 1, nothing is chosen from these runs;
+- `lexical-porter`, `hybrid-porter`: the same two modes on a second collection of the same corpus
+  created with `lexical_stemmer: porter` (FTS5's English Porter stemmer), the same query vectors.
 Reported: nDCG@10, R@100, MRR@10; the paired query-bootstrap 90 % interval of hybrid minus dense and
 of lexical minus bm25s; search latency p50 (the query embedding is the same for dense and hybrid
 and is reported apart). Then a known-item test on the same MS MARCO collection, the case hybrid
@@ -34,16 +36,24 @@ import numpy as np
 
 from benchmarks.long_documents import DEFAULT_DATASET, DEFAULT_MODEL, paired_interval
 from benchmarks.reporting import save_figure, write_results
-from indexing.batch import read_jsonl
+from indexing.batch import DocumentEncoder, index_file, read_jsonl
 from indexing.collection import Collection
-from indexing.evaluation import EvalReport, evaluate, load_beir, mode_retrieve, score_collection
+from indexing.evaluation import (
+    EvalReport,
+    default_collection_name,
+    evaluate,
+    load_beir,
+    mode_retrieve,
+    score_collection,
+)
 from indexing.lexical import query_terms
 from models.embedder import load_embedder
 
 DEMO = Path(__file__).resolve().parents[1] / "service" / "demo"
-SYSTEMS = ("dense", "lexical", "hybrid", "bm25", "hybrid-w0.5")
+SYSTEMS = ("dense", "lexical", "hybrid", "bm25", "hybrid-w0.5", "lexical-porter", "hybrid-porter")
 HALF_WEIGHT = 0.5  # informational only: the default weight stays 1 (nothing here is chosen from these runs)
-PAIRS = (("hybrid", "dense"), ("hybrid-w0.5", "dense"), ("lexical", "bm25"))
+PAIRS = (("hybrid", "dense"), ("hybrid-w0.5", "dense"), ("lexical", "bm25"), ("lexical-porter", "lexical"),
+         ("hybrid-porter", "hybrid"), ("hybrid-porter", "dense"))
 
 
 def demo_as_beir(folder: Path) -> Path:
@@ -97,6 +107,14 @@ def known_item_queries(corpus: Path, n: int = 200, seed: int = 0) -> tuple[dict[
     return queries, qrels
 
 
+def _porter_collection(data_dir: Path, dataset: Path, encoder: DocumentEncoder, model: str) -> Collection:
+    """The corpus indexed again into a collection whose lexical index stems (reused when it exists)."""
+    name = default_collection_name(dataset, model, lexical_stemmer="porter")
+    index_file(data_dir, name, dataset / "corpus.jsonl", encoder, index_kind="flat", model_name=model,
+               progress=True, lexical_stemmer="porter")
+    return Collection.open(data_dir / "collections" / name)
+
+
 def run(datasets: dict[str, Path], model: str) -> dict:
     encoder = load_embedder(model, device="cpu")
     out: dict = {"model": model, "datasets": {}}
@@ -104,13 +122,20 @@ def run(datasets: dict[str, Path], model: str) -> dict:
         for label, path in datasets.items():
             report = evaluate(path, Path(tmp) / "data", encoder, k=100, modes=("lexical", "hybrid"))
             coll = Collection.open(Path(tmp) / "data" / "collections" / report.collection)
+            data = load_beir(path)
             try:
                 assert report.dense is not None
-                data = load_beir(path)
                 report.add(mode_retrieve(coll, report.dense, data.queries, "hybrid", 100, HALF_WEIGHT,
                                          "hybrid-w0.5"), data.qrels)
             finally:
                 coll.close(snapshot=False)
+            stemmed = _porter_collection(Path(tmp) / "data", path, encoder, model)
+            try:
+                for mode in ("lexical", "hybrid"):
+                    report.add(mode_retrieve(stemmed, report.dense, data.queries, mode, 100, 1.0, f"{mode}-porter"),
+                               data.qrels)
+            finally:
+                stemmed.close(snapshot=False)
             entry: dict = {"path": str(path), "queries": report.queries, "systems": {}, "gains": {}}
             for name in SYSTEMS:
                 system = report.systems[name]
@@ -129,12 +154,17 @@ def run(datasets: dict[str, Path], model: str) -> dict:
                 queries, qrels = known_item_queries(path / "corpus.jsonl")
                 coll = Collection.open(Path(tmp) / "data" / "collections" / report.collection)
                 known = EvalReport("known-item", report.collection, model, len(queries))
+                stemmed = _porter_collection(Path(tmp) / "data", path, encoder, model)
                 try:
                     score_collection(known, coll, encoder, queries, qrels, 100, ("lexical", "hybrid"))
                     known.add(mode_retrieve(coll, known.dense, queries, "hybrid", 100, HALF_WEIGHT, "hybrid-w0.5"),
                               qrels)
+                    for mode in ("lexical", "hybrid"):
+                        known.add(mode_retrieve(stemmed, known.dense, queries, mode, 100, 1.0, f"{mode}-porter"),
+                                  qrels)
                 finally:
                     coll.close(snapshot=False)
+                    stemmed.close(snapshot=False)
                 out["known_item"] = {"dataset": label, "queries": len(queries),
                                      "systems": {n: s.metrics for n, s in known.systems.items()}}
     first = next(iter(datasets.values()))

@@ -108,6 +108,7 @@ def plot(result: dict, path: Path) -> None:
         ax.annotate(f" {r['vs_first']:.1f}x", (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center")
     ax.set_xlabel("documents / s (log)")
     ax.set_xscale("log")
+    ax.set_xlim(right=max(r["docs_per_s"] for r in rows) * 4)  # room for the labels
     save_figure(fig, path, f"Upserting {result['documents']} passages over HTTP (x: vs the first upsert)")
 
 

@@ -291,7 +291,8 @@ class CollectionService:
             return made
         self._check_embeddable(coll, "documents")
         made.keys = {i: self._embedding_key(coll, documents[i].text) for i in to_embed}
-        stored = await self._in_worker(coll.store.reusable, {documents[i].id: made.keys[i] for i in to_embed})
+        with _mapped_errors():
+            stored = await self._in_worker(coll.store.reusable, {documents[i].id: made.keys[i] for i in to_embed})
         for i in to_embed:
             if (old := stored.get(documents[i].id)) is not None:
                 made.vectors[i] = old.vector
