@@ -146,8 +146,7 @@ class CollectionService:
     async def index_demo(self) -> None:
         """Create and fill the demo collection from the shipped corpus, so a search answers at once."""
         rows = read_jsonl(DEMO_CORPUS)
-        config = CollectionConfig(self.settings.demo_collection_name, self.embedding.space, self.embedding.dim,
-                                  lexical_stemmer="porter")  # the shipped corpus is English
+        config = CollectionConfig(self.settings.demo_collection_name, self.embedding.space, self.embedding.dim)
         await self.create(self.chunking_for(config, None, None))
         docs = [DocumentIn(id=r["id"], text=r["text"], metadata=r.get("metadata", {})) for r in rows]
         await self.upsert(self.settings.demo_collection_name, docs)
