@@ -44,7 +44,7 @@ def index(
         "porter (English)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Embed and index a corpus file; rerun to resume (ids already stored are skipped)."""
+    """Embed and index a corpus file; rerun to resume or to sync an edited file (unchanged texts are skipped)."""
     from indexing.batch import index_file
     from indexing.errors import IndexingError
     from models.embedder import load_embedder
@@ -80,8 +80,9 @@ def index(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(
-        f"{report.collection}: read {report.read}, indexed {report.indexed}, skipped {report.skipped} "
-        f"(already stored) in {report.seconds:.1f}s ({report.docs_per_s:.1f} docs/s); collection holds "
+        f"{report.collection}: read {report.read}, indexed {report.indexed} ({report.updated} of them changed "
+        f"texts), metadata updated {report.metadata_updated}, skipped {report.skipped} (unchanged) "
+        f"in {report.seconds:.1f}s ({report.docs_per_s:.1f} docs/s); collection holds "
         f"{report.count} documents, index {report.built_kind}"
         + (f"; {report.chunked} long documents were split, {report.vectors} vectors written" if report.chunked else "")
         + f". A running server picks it up with "

@@ -1,8 +1,10 @@
 """The batch indexing job: stream a JSONL/CSV/Parquet file into a collection, resumably.
 
-Records are read in chunks (bounded memory), ids already in the store are skipped (so a rerun
-after an interruption resumes where the store left off), new texts are embedded and written through
-`Collection.upsert`: the same durable store and snapshot format the server opens. A running server
+Records are read in chunks (bounded memory) and compared with the store: a document stored with the
+same text (same embedding key) is skipped, or only its metadata updated, so a rerun after an
+interruption resumes where the store left off and a rerun on an edited file syncs it; new and changed
+texts are embedded and written through `Collection.upsert`: the same durable store and snapshot
+format the server opens. Ids missing from the file are left alone (a sync does not delete). A running server
 picks the result up with `POST /v1/collections/{name}/reload` (or at its next start).
 """
 
@@ -55,8 +57,10 @@ class DocumentEncoder(Protocol):
 class IndexReport:
     collection: str
     read: int = 0
-    indexed: int = 0
-    skipped: int = 0
+    indexed: int = 0  # documents embedded and written: new ones, and stored ones whose text changed
+    updated: int = 0  # of those, the ones that replaced a stored document
+    metadata_updated: int = 0  # stored documents with the same text whose metadata changed (not embedded)
+    skipped: int = 0  # stored documents with the same text and metadata
     truncated: int = 0  # indexed documents longer than the model reads: found by their start only
     chunked: int = 0  # indexed documents stored as several chunks
     vectors: int = 0  # vectors written (documents plus their extra chunks)
@@ -294,15 +298,14 @@ def index_file(
                     if not chunk:
                         break
                 report.read += len(chunk)
-                existing = coll.store.existing_ids([d.id for d in chunk])
-                todo = _dedupe([d for d in chunk if d.id not in existing])
-                report.skipped += len(chunk) - len(todo)
+                docs = _dedupe(chunk)
+                report.skipped += len(chunk) - len(docs)  # earlier records of an id repeated in the chunk
+                todo, metadata = _changes(coll, docs, max_chunks, report)
+                if metadata:
+                    coll.store.update_metadata(metadata)
                 if todo:
                     vectors, chunks, cut = _embed(encoder, coll.config, todo, batch_size, max_chunks)
-                    c = coll.config
-                    for i, d in enumerate(todo):  # so a later HTTP upsert of the same text reuses these vectors
-                        d.embedding_key = embedding_key(c.model, c.dim, c.chunk_tokens, c.chunk_overlap, max_chunks,
-                                                        d.text)
+                    for i, d in enumerate(todo):
                         d.embedding_cut = i in cut
                     coll.upsert(todo, vectors, chunks)
                     report.indexed += len(todo)
@@ -340,6 +343,34 @@ def _embed(
     chunks: list[list[Chunk]] = [[] for _ in docs]
     assemble(plan.pieces, flat, out, chunks)
     return out, stored_chunks(chunks), plan.capped | {plan.pieces[j].doc for j in cut}
+
+
+def _changes(
+    coll: Collection, docs: list[Document], max_chunks: int, report: IndexReport
+) -> tuple[list[Document], list[tuple[str, dict[str, Any]]]]:
+    """What a record changes against the store: documents to embed (new, or their text changed) and
+    metadata-only updates; unchanged ones are counted as skipped.
+
+    A stored text counts as unchanged when its embedding key is the record's (same text, model and
+    chunking), or, for documents stored before keys existed, when the text is the same (a rerun
+    then resumes as it always did).
+    """
+    c = coll.config
+    state = coll.store.stored_state([d.id for d in docs])
+    todo: list[Document] = []
+    metadata: list[tuple[str, dict[str, Any]]] = []
+    for d in docs:
+        d.embedding_key = embedding_key(c.model, c.dim, c.chunk_tokens, c.chunk_overlap, max_chunks, d.text)
+        old = state.get(d.id)
+        if old is None or not (old[0] == d.embedding_key or (old[0] is None and old[1] == d.text)):
+            todo.append(d)
+            report.updated += old is not None
+        elif old[2] != d.metadata:
+            metadata.append((d.id, d.metadata))
+            report.metadata_updated += 1
+        else:
+            report.skipped += 1
+    return todo, metadata
 
 
 def _dedupe(docs: list[Document]) -> list[Document]:

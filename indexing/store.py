@@ -386,6 +386,18 @@ class DocumentStore:
         docs = self.get_by_vids([vector_id(i) for i in ids])
         return [docs[v] for v in (vector_id(i) for i in ids) if v in docs]
 
+    def stored_state(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str, dict[str, Any]]]:
+        """For the stored ones of `ids`: (embedding key, text, metadata), what a sync compares against."""
+        out: dict[str, tuple[str | None, str, dict[str, Any]]] = {}
+        with self._lock:
+            for chunk in _chunks(list(ids), 500):
+                marks = ",".join("?" * len(chunk))
+                for doc_id, key, text, meta in self._conn.execute(
+                    f"SELECT id, embedding_key, text, metadata FROM documents WHERE id IN ({marks})", chunk
+                ):
+                    out[doc_id] = (key, text, json.loads(meta))
+        return out
+
     def reusable(self, keys: dict[str, str]) -> dict[str, StoredEmbedding]:
         """For `{id: embedding key}`: the stored embeddings whose key is the same (same text, same model
         and chunking), with their chunks, so an unchanged document is not embedded again."""

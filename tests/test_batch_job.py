@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -92,6 +93,37 @@ def test_job_resumes_after_interruption(tmp_path: Path, embedder):
     coll.close()
     manifest = json.loads((tmp_path / "collections" / "tiny" / "manifest.json").read_text())
     assert manifest["count"] == 12 and manifest["model"] == embedder.name
+
+
+def test_a_rerun_on_an_edited_file_syncs_it(tmp_path: Path, embedder):
+    rows = read_jsonl(TINY / "corpus.jsonl")
+    first = tmp_path / "v1.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert index_file(tmp_path, "sync", first, embedder, progress=False).indexed == len(rows)
+    folder = tmp_path / "collections" / "sync"
+    coll = Collection.open(folder)
+    before = {d.id: d for d in coll.store.get_by_ids([r["_id"] for r in rows])}
+    old_vectors = dict(zip(*coll.store.vectors_for([before["p1"].vid, before["p2"].vid]), strict=True))
+    coll.close()
+
+    edited = [dict(r) for r in rows]
+    edited[0]["text"] = "A violin concerto was first played in Vienna in 1806."  # p1: new text
+    edited[1]["reviewed"] = True  # p2: same text, a new metadata field
+    second = tmp_path / "v2.jsonl"
+    second.write_text("".join(json.dumps(r) + "\n" for r in edited))
+    report = index_file(tmp_path, "sync", second, embedder, progress=False)
+    assert (report.indexed, report.updated, report.metadata_updated, report.skipped) == (1, 1, 1, len(rows) - 2)
+    coll = Collection.open(folder)
+    p1, p2 = coll.store.get_by_ids(["p1", "p2"])
+    assert p1.text.endswith("A violin concerto was first played in Vienna in 1806.") and p2.metadata["reviewed"] is True
+    vids, vectors = coll.store.vectors_for([p1.vid, p2.vid])
+    now = dict(zip(vids, vectors, strict=True))
+    assert np.array_equal(now[p2.vid], old_vectors[p2.vid])  # metadata-only: not embedded again
+    assert not np.allclose(now[p1.vid], old_vectors[p1.vid])
+    query = embedder.encode(["when was the violin concerto premiered in Vienna"], input_type="query")
+    hits = coll.search(query, 1)[0].hits
+    assert hits[0].id == "p1" and len(coll.index) == coll.store.count() == len(rows)
+    coll.close()
 
 
 def test_cli_job_output_is_served_after_reload(live_server):
