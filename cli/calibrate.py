@@ -105,6 +105,14 @@ def calibrate(
                 )
             calibration = install_calibration(coll, data)
             typer.echo(f"{collection}: installed the shipped calibration (threshold {calibration.threshold:.3f})")
+            if coll.store.chunk_count():
+                typer.echo(
+                    f"note: {collection!r} holds long documents stored as chunks; the shipped calibration was fitted "
+                    "on passages and reads their relevance too low (it keeps fewer of the relevant hits: "
+                    "docs/BENCHMARKS.md, 'Calibrated relevance on chunked long documents'). Fit one on this "
+                    "collection's own labels with --feedback or --dataset.",
+                    err=True,
+                )
         elif dataset is not None or feedback:
             labels = _dataset_labels(dataset) if dataset is not None else _feedback_labels(coll)
             calibration = _fit(

@@ -58,6 +58,9 @@ def eval_command(
         report = _feedback_report(collection, data_dir or settings.data_dir, device, k, mode_list, lexical_weight)
         _print_and_save(report, f"collection {report.collection}: recorded feedback", output)
         return
+    if lexical_stemmer not in (None, "none", "porter"):
+        typer.echo(f"error: --lexical-stemmer: one of none, porter, got {lexical_stemmer!r}", err=True)
+        raise typer.Exit(2)
     if not (dataset / "corpus.jsonl").exists():
         typer.echo(f"error: {dataset} is not a BEIR folder (no corpus.jsonl)", err=True)
         raise typer.Exit(2)

@@ -152,6 +152,14 @@ def test_shipped_calibration_installs_for_its_model_only(tmp_path: Path, beir_di
     assert result.exit_code == 0, result.output
     manifest = json.loads((data / "collections" / "plain" / "manifest.json").read_text())
     assert manifest["calibration"] == shipped_calibration(MODEL, 384)
+    assert "holds long documents stored as chunks" not in result.output  # short passages: no chunks
+
+    long_file = tmp_path / "long.jsonl"
+    text = " ".join(f"Sentence {i} tells of another town by the river, its bridges and mills." for i in range(40))
+    long_file.write_text(json.dumps({"_id": "long", "text": text}) + "\n")
+    index_file(data, "long", long_file, embedder, model_name=MODEL, progress=False)
+    result = runner.invoke(app, ["calibrate", "-c", "long", "--shipped", "--data-dir", str(data)])
+    assert result.exit_code == 0 and "holds long documents stored as chunks" in result.output
 
     result = runner.invoke(app, ["calibrate", "-c", "other", "--shipped", "--data-dir", str(data)])
     assert result.exit_code == 2 and "ships none for embedding model 'BAAI/bge-small-en-v1.5'" in result.output

@@ -83,3 +83,14 @@ def test_eval_on_recorded_feedback_scores_what_the_same_qrels_score(tmp_path: Pa
         assert systems[name]["metrics"] == pytest.approx(reference.systems[name].metrics)
     missing = CliRunner().invoke(app, ["eval", "--feedback", "--data-dir", str(tmp_path)])
     assert missing.exit_code == 2 and "give --collection NAME" in missing.output
+
+
+def test_eval_refuses_an_unknown_stemmer_before_loading_anything(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(TINY), "--data-dir", str(tmp_path),
+                                      "--lexical-stemmer", "klingon"])
+    assert result.exit_code == 2 and "--lexical-stemmer: one of none, porter" in result.output
+    assert not (tmp_path / "collections").exists()
