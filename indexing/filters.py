@@ -106,8 +106,13 @@ def _scalar(value: Any, where: str) -> str | int | float | bool | None:
 
 
 def _typed(value: str | int | float) -> tuple[str, Any]:
-    """The JSON type test for a string or a number, and the value as SQLite compares it."""
-    return ("= 'text'" if isinstance(value, str) else "IN ('integer', 'real')"), value
+    """The JSON type test for a string or a number, and the value as SQLite compares it (an integer
+    beyond 64 bits as a float: SQLite cannot bind it, and reads such JSON numbers as reals)."""
+    if isinstance(value, str):
+        return "= 'text'", value
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        value = float(value)
+    return "IN ('integer', 'real')", value
 
 
 def _equal(column: str, path: str, value: Any) -> tuple[str, list[Any]]:

@@ -184,3 +184,12 @@ def test_values_are_parameters_never_sql(store):
     assert _run(s, {"a": "x' OR 1=1 --"}) == []
     where, params = filter_sql({"a": {"$in": ["'; DROP TABLE documents; --"]}})
     assert "DROP" not in where and "'; DROP TABLE documents; --" in params
+
+
+def test_integers_beyond_64_bits_compare_instead_of_failing(tmp_path: Path):
+    s = DocumentStore(tmp_path / "big.sqlite3", 2)
+    s.upsert([Document("big", "t", {"n": 2**70}), Document("small", "t", {"n": 5})], np.ones((2, 2), np.float32))
+    assert _run(s, {"n": 2**70}) == ["big"]
+    assert _run(s, {"n": {"$gt": 2**64}}) == ["big"] and _run(s, {"n": {"$lt": -(2**70)}}) == []
+    assert _run(s, {"n": {"$in": [5, 2**80]}}) == ["small"]
+    s.close()
