@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
+import math
 import os
 import sys
 import time
@@ -166,7 +167,7 @@ def read_documents(
         title = str(row.get(title_field) or "") if title_field else ""
         if title:
             text = f"{title} {text}" if text else title
-        metadata = {k: v for k, v in row.items() if k not in (key, text_field) and _jsonable(v)}
+        metadata = {k: _missing_as_null(v) for k, v in row.items() if k not in (key, text_field) and _jsonable(v)}
         chunk.append(Document(str(row[key]), text, metadata))
         if len(chunk) >= chunk_size:
             yield chunk
@@ -177,6 +178,11 @@ def read_documents(
 
 def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool, list, dict))
+
+
+def _missing_as_null(value: Any) -> Any:
+    """A NaN cell of a CSV or Parquet column means a missing value: null (NaN is not JSON)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class _JobLock:

@@ -223,9 +223,9 @@ class DocumentStore:
         with self._lock:
             seq = self.last_seq + 1
             rows = [
-                (vid, d.id, d.text, json.dumps(d.metadata, ensure_ascii=False), vec.tobytes(), seq,
+                (vid, d.id, d.text, _metadata_json(d.metadata, i), vec.tobytes(), seq,
                  d.embedding_key, int(d.embedding_cut))
-                for vid, d, vec in zip(vids, docs, vectors, strict=True)
+                for i, (vid, d, vec) in enumerate(zip(vids, docs, vectors, strict=True))
             ]
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -300,7 +300,7 @@ class DocumentStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 updated: list[str] = []
-                for doc_id, metadata in updates:
+                for position, (doc_id, metadata) in enumerate(updates):
                     row = self._conn.execute("SELECT metadata FROM documents WHERE id = ?", (doc_id,)).fetchone()
                     if row is None:
                         continue
@@ -309,7 +309,7 @@ class DocumentStore:
                         new = {**json.loads(row[0]), **metadata}
                         new = {k: v for k, v in new.items() if v is not None}
                     self._conn.execute(
-                        "UPDATE documents SET metadata = ? WHERE id = ?", (json.dumps(new, ensure_ascii=False), doc_id)
+                        "UPDATE documents SET metadata = ? WHERE id = ?", (_metadata_json(new, position), doc_id)
                     )
                     updated.append(doc_id)
                 self._conn.execute("COMMIT")
@@ -529,6 +529,16 @@ class DocumentStore:
         if not blobs:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
         return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1).copy()
+
+
+def _metadata_json(metadata: dict[str, Any], position: int) -> str:
+    """Metadata as strict JSON: NaN and Infinity would make SQLite's JSON functions (filters) fail."""
+    try:
+        return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise InvalidDocument(
+            f"documents[{position}].metadata: numbers must be finite (NaN and Infinity are not JSON)"
+        ) from None
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -78,6 +78,10 @@ def test_csv_and_parquet_with_named_fields(tmp_path: Path):
     chunks = list(read_documents(pq_path, id_field="key", text_field="content", chunk_size=2))
     assert [len(c) for c in chunks] == [2, 1]  # streamed in bounded chunks
     assert chunks[1][0].metadata == {"n": 3}
+    nan_path = tmp_path / "gaps.parquet"  # a NaN cell is a missing value: stored as null, not as NaN
+    pq.write_table(pa.table({"key": ["a", "b"], "content": ["x", "y"], "score": [0.5, float("nan")]}), nan_path)
+    docs = next(read_documents(nan_path, id_field="key", text_field="content"))
+    assert [d.metadata for d in docs] == [{"score": 0.5}, {"score": None}]
     with pytest.raises(InvalidDocument, match="--id-field/--text-field"):
         next(read_documents(pq_path))
 

@@ -168,6 +168,18 @@ def test_metadata_filter(client, collection):
     assert _search(client, collection, query="x", filter={"topic": "none"})["hits"] == []
 
 
+def test_non_finite_metadata_is_refused_so_filters_keep_working(client):
+    name = _fresh_collection(client)
+    body = '{"documents": [{"id": "nan", "text": "x", "metadata": {"score": NaN}}]}'  # Python's json reads NaN
+    r = client.post(f"/v1/collections/{name}/documents", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "documents[0].metadata: numbers must be finite" in r.json()["error"]["message"]
+    body = '{"documents": [{"id": "git", "metadata": {"score": Infinity}}]}'
+    r = client.patch(f"/v1/collections/{name}/documents", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "numbers must be finite" in r.json()["error"]["message"]
+    assert [h["id"] for h in _search(client, name, query="commits", filter={"year": 2022})["hits"]] == ["git"]
+    client.delete(f"/v1/collections/{name}")
+
+
 def test_filter_operators_in_every_search_mode(client, collection):
     for mode in ("dense", "lexical", "hybrid"):
         query = "bees bread jupiter git marathon" if mode != "dense" else "anything"
