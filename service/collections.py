@@ -240,17 +240,7 @@ class CollectionService:
         """Store documents; returns their ids, the ids whose text was cut to the model's max length, and
         how many kept their stored vectors (same text as stored: nothing embedded)."""
         coll = self.collection(name)
-        if len(documents) > self.settings.max_documents_per_upsert:
-            raise PayloadTooLarge(
-                f"documents: {len(documents)} documents exceed the limit of "
-                f"{self.settings.max_documents_per_upsert} per request "
-                "(RRS_MAX_DOCUMENTS_PER_UPSERT)"
-            )
-        seen: set[str] = set()
-        for i, doc in enumerate(documents):
-            if doc.id in seen:
-                raise InvalidRequest(f"documents[{i}].id: duplicate id {doc.id!r} in one request")
-            seen.add(doc.id)
+        self._check_documents([d.id for d in documents])
         made = await self._document_vectors(coll, documents)
         docs = [
             Document(d.id, d.text, d.metadata, embedding_key=made.keys.get(i), embedding_cut=i in made.cut)
@@ -338,18 +328,22 @@ class CollectionService:
     async def update_metadata(self, name: str, updates: list[tuple[str, dict[str, Any]]], merge: bool) -> list[str]:
         """Change stored documents' metadata without re-embedding; returns the ids that were stored."""
         coll = self.collection(name)
-        if len(updates) > self.settings.max_documents_per_upsert:
+        self._check_documents([doc_id for doc_id, _ in updates])
+        with _mapped_errors():
+            return await self._in_worker(coll.store.update_metadata, updates, merge)
+
+    def _check_documents(self, ids: list[str]) -> None:
+        """A write's documents: at most RRS_MAX_DOCUMENTS_PER_UPSERT (413), no id twice."""
+        if len(ids) > self.settings.max_documents_per_upsert:
             raise PayloadTooLarge(
-                f"documents: {len(updates)} documents exceed the limit of "
+                f"documents: {len(ids)} documents exceed the limit of "
                 f"{self.settings.max_documents_per_upsert} per request (RRS_MAX_DOCUMENTS_PER_UPSERT)"
             )
         seen: set[str] = set()
-        for i, (doc_id, _) in enumerate(updates):
+        for i, doc_id in enumerate(ids):
             if doc_id in seen:
                 raise InvalidRequest(f"documents[{i}].id: duplicate id {doc_id!r} in one request")
             seen.add(doc_id)
-        with _mapped_errors():
-            return await self._in_worker(coll.store.update_metadata, updates, merge)
 
     async def delete_documents(self, name: str, ids: list[str] | None, filter_: dict[str, Any] | None = None) -> int:
         """Delete by ids or by metadata filter (exactly one); returns how many documents existed."""

@@ -16,12 +16,6 @@ PASSAGES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def client(live_server):
-    with live_server.client() as c:
-        yield c
-
-
 def _fresh_collection(client) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
     r = client.post("/v1/collections", json={"name": name})

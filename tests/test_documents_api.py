@@ -16,12 +16,6 @@ DOCS = [
 
 
 @pytest.fixture(scope="module")
-def client(live_server):
-    with live_server.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def collection(client) -> str:
     name = f"docs-{uuid.uuid4().hex[:8]}"
     assert client.post("/v1/collections", json={"name": name}).status_code == 201

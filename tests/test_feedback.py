@@ -19,12 +19,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def client(live_server):
-    with live_server.client() as c:
-        yield c
-
-
 @pytest.fixture
 def collection(client) -> str:
     name = f"fb-{uuid.uuid4().hex[:8]}"
