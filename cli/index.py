@@ -42,6 +42,9 @@ def index(
     lexical_stemmer: str = typer.Option(
         None, help="New collection: stemming of its lexical index, none (language-neutral, the default) or "
         "porter (English)."),
+    metadata_index: list[str] = typer.Option(
+        None, "--metadata-index", help="Metadata field to index for filters (repeat for several; nested: a.b); "
+        "built after the records are written, kept if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Embed and index a corpus file; rerun to resume or to sync an edited file (unchanged texts are skipped)."""
@@ -75,6 +78,7 @@ def index(
             chunk_overlap=chunk_overlap,
             max_chunks=settings.max_chunks_per_document,
             lexical_stemmer=lexical_stemmer,
+            metadata_indexes=metadata_index or (),
         )
     except IndexingError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -85,6 +89,8 @@ def index(
         f"in {report.seconds:.1f}s ({report.docs_per_s:.1f} docs/s); collection holds "
         f"{report.count} documents, index {report.built_kind}"
         + (f"; {report.chunked} long documents were split, {report.vectors} vectors written" if report.chunked else "")
+        + (f"; metadata indexes built: {', '.join(report.metadata_indexes_built)}"
+           if report.metadata_indexes_built else "")
         + f". A running server picks it up with "
         f"POST /v1/collections/{report.collection}/reload"
     )

@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ import numpy as np
 from indexing.chunks import assemble, plan_chunks, resolve_chunking, stored_chunks
 from indexing.collection import Collection, CollectionConfig, validate_name
 from indexing.errors import InvalidDocument
+from indexing.filters import check_field
 from indexing.store import Chunk, Document, embedding_key
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -68,6 +69,7 @@ class IndexReport:
     seconds: float = 0.0
     count: int = 0
     built_kind: str = ""
+    metadata_indexes_built: list[str] = field(default_factory=list)  # indexes this run created
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -230,14 +232,18 @@ def index_file(
     chunk_overlap: int | None = None,
     max_chunks: int = 512,
     lexical_stemmer: str | None = None,
+    metadata_indexes: Sequence[str] = (),
 ) -> IndexReport:
     """Index `path` into `<data_dir>/collections/<collection>`; safe to rerun (resumes).
 
     A new collection chunks documents longer than `chunk_tokens` (default: the model's window; 0:
     no chunking) and stems its lexical index with `lexical_stemmer` (default none); an existing one
-    keeps the settings it was created with.
+    keeps the settings it was created with. Each of `metadata_indexes` is indexed once the records are
+    written (one pass over the table is cheaper than keeping the index up to date row by row).
     """
     validate_name(collection)
+    for i, name in enumerate(metadata_indexes):
+        check_field(name, f"metadata_indexes[{i}]")
     path = Path(path)
     if not path.exists():
         raise InvalidDocument(f"input: {path} does not exist")
@@ -321,6 +327,7 @@ def index_file(
                 bar.update(len(chunk))
                 bar.set_postfix(indexed=report.indexed, skipped=report.skipped, chunked=report.chunked,
                                 truncated=report.truncated, refresh=False)
+            report.metadata_indexes_built = [f for f in metadata_indexes if coll.create_metadata_index(f)]
         finally:  # also on Ctrl-C: what the store holds gets a snapshot, and a rerun resumes from it
             bar.close()
             report.seconds = time.perf_counter() - started

@@ -31,6 +31,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
+from indexing.filters import check_field
 from indexing.lexical import TOKENIZERS, LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
 from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, vector_id
@@ -38,6 +39,7 @@ from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, vect
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SEARCH_MODES = ("dense", "lexical", "hybrid")
 EXACT_FILTER_MAX = 20_000  # a filter matching fewer documents is answered by exact search over them
+MAX_METADATA_INDEXES = 32  # each one is written on every upsert
 STORE_FILE = "store.sqlite3"
 
 
@@ -169,8 +171,15 @@ class Collection:
     # ---- lifecycle ----
     @classmethod
     def create(
-        cls, folder: Path, config: CollectionConfig, snapshot_every: int = 1000, device: str = "cpu"
+        cls,
+        folder: Path,
+        config: CollectionConfig,
+        snapshot_every: int = 1000,
+        device: str = "cpu",
+        metadata_indexes: Sequence[str] = (),
     ) -> Collection:
+        """A new empty collection in `folder`, with a metadata index on each of `metadata_indexes`."""
+        fields = _index_fields(metadata_indexes)
         if config.metric not in METRICS:
             raise InvalidDocument(f"metric: unknown metric {config.metric!r}; one of {', '.join(METRICS)}")
         if config.index_kind not in INDEX_KINDS:
@@ -186,6 +195,8 @@ class Collection:
         folder.mkdir(parents=True, exist_ok=False)
         store = DocumentStore(folder / STORE_FILE, config.dim, config.lexical_stemmer)
         store.set_meta("config", json.dumps(asdict(config)))
+        for name in fields:
+            store.create_metadata_index(name)
         index = VectorIndex.build(config.dim, config.metric, config.index_kind, 0, lambda: iter(()), device)
         coll = cls(folder, config, store, index, 0, snapshot_every, device)
         coll.snapshot()
@@ -318,6 +329,27 @@ class Collection:
             raise InvalidDocument("filter: must hold at least one condition (delete the collection to empty it)")
         with self._lock:
             return self._removed(self.store.delete_matching(filter_))
+
+    # ---- metadata indexes ----
+    def metadata_indexes(self) -> list[str]:
+        return self.store.metadata_indexes()
+
+    def create_metadata_index(self, field_name: str) -> bool:
+        """Index a metadata field so filters on it read an index instead of every document's metadata;
+        False when it was indexed already. Writes wait while a large collection's index is built."""
+        check_field(field_name, "field")
+        have = self.store.metadata_indexes()
+        if field_name not in have and len(have) >= MAX_METADATA_INDEXES:
+            raise InvalidDocument(
+                f"field: collection {self.name!r} already has {MAX_METADATA_INDEXES} metadata indexes "
+                "(each one slows every write); drop one first"
+            )
+        with self._lock:
+            return self.store.create_metadata_index(field_name)
+
+    def drop_metadata_index(self, field_name: str) -> bool:
+        with self._lock:
+            return self.store.drop_metadata_index(field_name)
 
     def _removed(self, write: Write) -> int:
         self.index.remove(np.asarray(write.remove_vids, dtype=np.int64))
@@ -571,7 +603,15 @@ class Collection:
             "store_seq": self.store.last_seq,
             "calibrated": self.calibrator is not None,
             "chunks": self.store.chunk_count(),
+            "metadata_indexes": self.metadata_indexes(),
         }
+
+
+def _index_fields(fields: Sequence[str]) -> list[str]:
+    """Metadata index fields of a new collection, checked (and deduplicated) before anything is made."""
+    if len(set(fields)) > MAX_METADATA_INDEXES:
+        raise InvalidDocument(f"metadata_indexes: at most {MAX_METADATA_INDEXES} fields")
+    return list(dict.fromkeys(check_field(f, f"metadata_indexes[{i}]") for i, f in enumerate(fields)))
 
 
 def _prepared_chunks(index: VectorIndex, chunks: Sequence[Sequence[Chunk]]) -> list[list[Chunk]]:
@@ -642,14 +682,14 @@ class CollectionCatalog:
             self._slots[name] = slot
             return slot
 
-    def create(self, config: CollectionConfig) -> Collection:
+    def create(self, config: CollectionConfig, metadata_indexes: Sequence[str] = ()) -> Collection:
         validate_name(config.name)
         with self._lock:
             folder = self.root / config.name
             if config.name in self._slots or folder.exists():
                 raise CollectionExists(f"name: collection {config.name!r} already exists")
             try:
-                coll = Collection.create(folder, config, self.snapshot_every, self.device)
+                coll = Collection.create(folder, config, self.snapshot_every, self.device, metadata_indexes)
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise

@@ -9,6 +9,12 @@ is an array holding the scalar). `$and` / `$or` take a list of filters.
 Comparisons are typed: a number never equals a string or a boolean (SQLite's JSON functions return
 true as 1, so equality on `json_extract` alone would conflate them). Negations (`$ne`, `$nin`,
 `$exists: false`) hold for documents that lack the field.
+
+A field's JSON path is written into the SQL as a literal (field names are restricted to characters
+that cannot end it), never bound: SQLite uses an index on an expression only when the query holds
+the same expression, so `index_columns(field)` -- what a metadata index is built on -- and every
+equality, `$in` and comparison here read `json_extract(metadata, '$."field"')` first, with the type
+test beside it as the index's second column: an indexed match never reads the row.
 """
 
 from __future__ import annotations
@@ -23,6 +29,24 @@ _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS = ("$eq", "$ne", *_COMPARE, "$in", "$nin", "$exists", "$contains")
 MAX_LIST = 1024  # values in one $in / $nin, filters in one $and / $or
 MAX_DEPTH = 8  # nesting of $and / $or
+
+
+def check_field(field: Any, where: str) -> str:
+    """A metadata field name (dots reach nested fields), or InvalidDocument naming `where`."""
+    if not isinstance(field, str) or not _FIELD.match(field):
+        raise InvalidDocument(f"{where}: invalid field name {field!r} (letters, digits, _ . -; up to 128)")
+    return field
+
+
+def _path(field: str) -> str:
+    """The field's JSON path as an SQL string literal (safe: `_FIELD` admits no quote)."""
+    return "'$." + ".".join(f'"{part}"' for part in field.split(".")) + "'"
+
+
+def index_columns(field: str, column: str = "metadata") -> str:
+    """The indexed expressions of a metadata index on `field`: its value, then its JSON type."""
+    path = _path(check_field(field, "field"))
+    return f"json_extract({column}, {path}), json_type({column}, {path})"
 
 
 def filter_sql(filter_: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -64,9 +88,7 @@ def _combine(op: str, value: Any, where: str, column: str, depth: int) -> tuple[
 
 
 def _field(key: str, value: Any, where: str, column: str) -> tuple[str, list[Any]]:
-    if not _FIELD.match(key):
-        raise InvalidDocument(f"{where}: invalid field name {key!r}")
-    path = "$." + ".".join(f'"{part}"' for part in key.split("."))
+    path = _path(check_field(key, where))
     where = f"{where}.{key}"
     if not isinstance(value, dict):
         return _equal(column, path, _scalar(value, where))
@@ -89,7 +111,7 @@ def _field(key: str, value: Any, where: str, column: str) -> tuple[str, list[Any
         elif op == "$exists":
             if not isinstance(operand, bool):
                 raise InvalidDocument(f"{at}: must be true or false")
-            sql, p = f"json_type({column}, ?) IS {'NOT ' if operand else ''}NULL", [path]
+            sql, p = f"json_type({column}, {path}) IS {'NOT ' if operand else ''}NULL", []
         elif op == "$contains":
             sql, p = _contains(column, path, _scalar(operand, at))
         else:
@@ -116,12 +138,13 @@ def _typed(value: str | int | float) -> tuple[str, Any]:
 
 
 def _equal(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
+    value_of, type_of = f"json_extract({column}, {path})", f"json_type({column}, {path})"
     if value is None:
-        return f"json_type({column}, ?) = 'null'", [path]
-    if isinstance(value, bool):
-        return f"json_type({column}, ?) = ?", [path, "true" if value else "false"]
+        return f"({value_of} IS NULL AND {type_of} = 'null')", []
+    if isinstance(value, bool):  # JSON true/false read as 1/0; the type test tells them from numbers
+        return f"({value_of} = ? AND {type_of} = ?)", [int(value), "true" if value else "false"]
     test, operand = _typed(value)
-    return f"(json_type({column}, ?) {test} AND json_extract({column}, ?) = ?)", [path, path, operand]
+    return f"({value_of} = ? AND {type_of} {test})", [operand]
 
 
 def _negate(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
@@ -132,7 +155,7 @@ def _compare(column: str, path: str, sign: str, value: Any, where: str) -> tuple
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InvalidDocument(f"{where}: must be a number or a string")
     test, operand = _typed(value)
-    return f"(json_type({column}, ?) {test} AND json_extract({column}, ?) {sign} ?)", [path, path, operand]
+    return f"(json_extract({column}, {path}) {sign} ? AND json_type({column}, {path}) {test})", [operand]
 
 
 def _member(column: str, path: str, values: Any, where: str) -> tuple[str, list[Any]]:
@@ -155,6 +178,6 @@ def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
     else:
         kind, operand = _typed(value)
         test, params = f"e.type {kind} AND e.value = ?", [operand]
-    sql = (f"(json_type({column}, ?) = 'array' AND EXISTS (SELECT 1 FROM json_each({column}, ?) AS e "
+    sql = (f"(json_type({column}, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each({column}, {path}) AS e "
            f"WHERE {test}))")
-    return sql, [path, path, *params]
+    return sql, params

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import InvalidDocument
-from indexing.filters import filter_sql
+from indexing.filters import check_field, filter_sql, index_columns
 from indexing.lexical import LexicalIndex
 
 _SCHEMA = """
@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_vid);
 CREATE INDEX IF NOT EXISTS chunks_seq ON chunks(seq);
 """
+_META_INDEX = "meta:"  # a metadata index is named after its field: "meta:lang"
 
 
 def connect_durable(path: Path, schema: str) -> sqlite3.Connection:
@@ -491,16 +492,49 @@ class DocumentStore:
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def vids_matching(self, filter_: dict[str, Any]) -> tuple[np.ndarray, int]:
-        """Vector ids (documents' and their chunks') of documents whose metadata equals every
-        `field: value` pair of the filter, and how many documents that is."""
+        """Vector ids (documents' and their chunks') of documents the filter matches, and how many
+        documents that is. The filter is evaluated once; chunks are looked up by document."""
         where, params = filter_sql(filter_)
         with self._lock:
-            rows = self._conn.execute(f"SELECT vid FROM documents WHERE {where}", params).fetchall()
-            extra = self._conn.execute(
-                f"SELECT vid FROM chunks WHERE part > 0 AND doc_vid IN (SELECT vid FROM documents WHERE {where})",
-                params,
+            docs = [r[0] for r in self._conn.execute(f"SELECT vid FROM documents WHERE {where}", params)]
+            extra: list[int] = []
+            if docs and self._conn.execute("SELECT 1 FROM chunks WHERE part > 0 LIMIT 1").fetchone():
+                extra = [r[0] for r in self._conn.execute(
+                    "SELECT vid FROM chunks WHERE part > 0 AND doc_vid IN (SELECT value FROM json_each(?))",
+                    (json.dumps(docs),),
+                )]
+        return np.asarray(docs + extra, dtype=np.int64), len(docs)
+
+    # ---- metadata indexes ----
+    def metadata_indexes(self) -> list[str]:
+        """Fields with a metadata index, sorted; read from the schema, so they need no bookkeeping."""
+        with self._lock:
+            names = self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'documents' AND name LIKE ?",
+                (_META_INDEX + "%",),
             ).fetchall()
-        return np.asarray([r[0] for r in rows + extra], dtype=np.int64), len(rows)
+        return sorted(name[len(_META_INDEX):] for (name,) in names)
+
+    def create_metadata_index(self, field_name: str) -> bool:
+        """Index a metadata field for filters (equality, $in, comparisons); False if it already was.
+
+        Built in one pass under the store's lock: writes and searches of this collection wait for it.
+        """
+        columns = index_columns(field_name)
+        with self._lock:
+            if field_name in self.metadata_indexes():
+                return False
+            self._conn.execute(f'CREATE INDEX IF NOT EXISTS "{_META_INDEX}{field_name}" ON documents({columns})')
+        return True
+
+    def drop_metadata_index(self, field_name: str) -> bool:
+        """Remove a field's metadata index; False if it had none."""
+        check_field(field_name, "field")
+        with self._lock:
+            if field_name not in self.metadata_indexes():
+                return False
+            self._conn.execute(f'DROP INDEX IF EXISTS "{_META_INDEX}{field_name}"')
+        return True
 
     def lexical_search(
         self, text: str, k: int, filter_: dict[str, Any] | None = None

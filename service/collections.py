@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -210,10 +210,23 @@ class CollectionService:
             raise InvalidRequest(str(exc)) from None
         return replace(config, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
 
-    async def create(self, config: CollectionConfig) -> dict[str, Any]:
+    async def create(self, config: CollectionConfig, metadata_indexes: Sequence[str] = ()) -> dict[str, Any]:
         with _mapped_errors():
-            coll = await self._in_worker(self.catalog.create, config)
+            coll = await self._in_worker(self.catalog.create, config, metadata_indexes)
             return coll.stats()
+
+    async def create_metadata_index(self, name: str, field_name: str) -> tuple[bool, list[str]]:
+        """Index a metadata field (built in a worker thread: on a large collection it takes a while)."""
+        with _mapped_errors():
+            coll = self.catalog.get(name)
+            created = await self._in_worker(coll.create_metadata_index, field_name)
+            return created, coll.metadata_indexes()
+
+    async def drop_metadata_index(self, name: str, field_name: str) -> None:
+        with _mapped_errors():
+            coll = self.catalog.get(name)
+            if not await self._in_worker(coll.drop_metadata_index, field_name):
+                raise NotFound(f"field: collection {name!r} has no metadata index on {field_name!r}")
 
     def list(self) -> list[dict[str, Any]]:
         return [self.catalog.describe(name) for name in self.catalog.names()]

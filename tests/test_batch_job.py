@@ -135,12 +135,12 @@ def test_cli_job_output_is_served_after_reload(live_server):
 
     result = CliRunner().invoke(app, ["index", "--collection", "jobbed", "--input", str(TINY / "corpus.jsonl"),
                                       "--data-dir", str(live_server.data_dir), "--device", "cpu",
-                                      "--no-progress"])
+                                      "--metadata-index", "title", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "indexed 12" in result.output
+    assert "indexed 12" in result.output and "metadata indexes built: title" in result.output
     with live_server.client() as c:
         r = c.post("/v1/collections/jobbed/reload")
-        assert r.status_code == 200 and r.json()["count"] == 12
+        assert r.status_code == 200 and r.json()["count"] == 12 and r.json()["metadata_indexes"] == ["title"]
         hits = c.post("/v1/collections/jobbed/search", json={"query": "version control history"}).json()["hits"]
         assert hits[0]["id"] == "p9"
         # The job records how it embedded each text: the server re-upserting the same text embeds nothing.

@@ -96,10 +96,13 @@ def _metas() -> list[dict]:
     return metas
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[DocumentStore, list[dict]]:
+@pytest.fixture(scope="module", params=["scan", "indexed"])
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[DocumentStore, list[dict]]:
+    """The same documents without and with a metadata index on every field: the answers must not change."""
     metas = _metas()
     s = DocumentStore(Path(tmp_path_factory.mktemp("filters")) / "s.sqlite3", 2)
+    if request.param == "indexed":  # before the writes: the indexes are then maintained by every upsert
+        assert all(s.create_metadata_index(f) for f in FIELDS)
     s.upsert([Document(f"d{i:03d}", f"text {i}", m) for i, m in enumerate(metas)],
              np.ones((len(metas), 2), dtype=np.float32))
     return s, metas
@@ -137,6 +140,8 @@ def test_sql_matches_the_reference_on_random_filters(store, flt):
     s, metas = store
     expected = [f"d{i:03d}" for i, m in enumerate(metas) if _holds(m, flt)]
     assert _run(s, flt) == expected
+    vids, count = s.vids_matching(flt)
+    assert count == len(expected) and sorted(vids.tolist()) == sorted(d.vid for d in s.get_by_ids(expected))
 
 
 @pytest.mark.parametrize(("flt", "check"), [
@@ -192,4 +197,34 @@ def test_integers_beyond_64_bits_compare_instead_of_failing(tmp_path: Path):
     assert _run(s, {"n": 2**70}) == ["big"]
     assert _run(s, {"n": {"$gt": 2**64}}) == ["big"] and _run(s, {"n": {"$lt": -(2**70)}}) == []
     assert _run(s, {"n": {"$in": [5, 2**80]}}) == ["small"]
+    s.close()
+
+
+@pytest.mark.parametrize("flt", [
+    {"a": "x"}, {"a": 2}, {"a": True}, {"a": None}, {"n.x": {"$gte": 1}}, {"a": {"$in": ["x", 2]}},
+    {"$or": [{"a": "x"}, {"b": {"$lt": 0}}]},
+])
+def test_indexed_fields_are_read_through_their_index(tmp_path: Path, flt):
+    """The planner only uses an expression index for the very expression the filter writes."""
+    s = DocumentStore(tmp_path / "ix.sqlite3", 2)
+    for field in ("a", "b", "n.x"):
+        s.create_metadata_index(field)
+    where, params = filter_sql(flt)
+    plan = " ".join(r[3] for r in s._conn.execute(f"EXPLAIN QUERY PLAN SELECT vid FROM documents WHERE {where}",
+                                                  params))
+    assert "USING INDEX meta:" in plan and "SCAN documents" not in plan
+    s.close()
+
+
+def test_metadata_indexes_are_read_back_and_dropped(tmp_path: Path):
+    s = DocumentStore(tmp_path / "ix.sqlite3", 2)
+    assert s.create_metadata_index("year") and s.create_metadata_index("a.b-c")
+    assert not s.create_metadata_index("year")  # already there: nothing to do
+    s.close()
+    s = DocumentStore(tmp_path / "ix.sqlite3", 2)  # the schema is the record: nothing else is kept
+    assert s.metadata_indexes() == ["a.b-c", "year"]
+    assert s.drop_metadata_index("year") and not s.drop_metadata_index("year")
+    assert s.metadata_indexes() == ["a.b-c"]
+    with pytest.raises(InvalidDocument, match="field: invalid field name"):
+        s.create_metadata_index("x'); DROP TABLE documents; --")
     s.close()

@@ -19,6 +19,7 @@ from service.schemas.collections import (
     DeleteDocumentsResponse,
     DocumentList,
     HitChunk,
+    MetadataIndexResponse,
     SearchBatchRequest,
     SearchBatchResponse,
     SearchHit,
@@ -59,7 +60,25 @@ async def create_collection(
         lexical_stemmer=body.lexical_stemmer,
     )
     config = service.chunking_for(config, body.chunk_tokens, body.chunk_overlap)
-    return CollectionInfo(**await service.create(config))
+    return CollectionInfo(**await service.create(config, body.metadata_indexes))
+
+
+@router.put("/{name}/metadata_indexes/{field}", response_model=MetadataIndexResponse)
+async def create_metadata_index(
+    name: str, field: str, response: Response, service: CollectionService = Depends(get_collection_service)
+) -> MetadataIndexResponse:
+    """Index a metadata field for filters: 201 when built, 200 when it was indexed already."""
+    created, fields = await service.create_metadata_index(name, field)
+    response.status_code = 201 if created else 200
+    return MetadataIndexResponse(collection=name, field=field, created=created, metadata_indexes=fields)
+
+
+@router.delete("/{name}/metadata_indexes/{field}", status_code=204)
+async def drop_metadata_index(
+    name: str, field: str, service: CollectionService = Depends(get_collection_service)
+) -> Response:
+    await service.drop_metadata_index(name, field)
+    return Response(status_code=204)
 
 
 @router.get("", response_model=CollectionList)

@@ -33,6 +33,12 @@ class CreateCollectionRequest(BaseModel):
         "none", description="Stemming of the lexical (BM25) index: `none` is language-neutral; `porter` stems "
         "English words (\"bridges\" finds \"bridge\"). Fixed at creation."
     )
+    metadata_indexes: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="Metadata fields (dots reach nested ones) to index for filters: equality, `$in` and "
+        "comparisons on them read an index instead of every document's metadata. Also added later with "
+        "PUT /v1/collections/{name}/metadata_indexes/{field}.",
+    )
 
 
 class CollectionInfo(BaseModel):
@@ -52,8 +58,16 @@ class CollectionInfo(BaseModel):
     chunk_tokens: int | None = Field(None, description="Chunk window in tokens; null when not chunked.")
     chunk_overlap: int | None = None
     lexical_stemmer: str | None = None
+    metadata_indexes: list[str] | None = Field(None, description="Metadata fields indexed for filters.")
     calibrated: bool = False
     created_at: float | None = None
+
+
+class MetadataIndexResponse(BaseModel):
+    collection: str
+    field: str
+    created: bool = Field(..., description="False when the field was indexed already (nothing changed).")
+    metadata_indexes: list[str] = Field(..., description="Every indexed field of the collection, after this call.")
 
 
 class CollectionList(BaseModel):

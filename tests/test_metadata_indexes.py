@@ -1,0 +1,86 @@
+"""Metadata indexes over a real server: created with a collection or later, listed, used, dropped,
+and filters answer the same with and without them."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+DIM = 8
+
+
+def _docs(n: int) -> list[dict]:
+    rng = np.random.default_rng(7)
+    return [
+        {"id": f"d{i:03d}", "vector": rng.standard_normal(DIM).round(4).tolist(),
+         "metadata": {"lang": ["en", "de", "fr"][i % 3], "year": 2000 + i % 25, "ok": i % 4 == 0,
+                      "src": {"site": f"s{i % 5}"}, "tags": [f"t{i % 7}"]}}
+        for i in range(n)
+    ]
+
+
+@pytest.fixture()
+def name(client) -> str:
+    name = f"mix-{uuid.uuid4().hex[:8]}"
+    yield name
+    client.delete(f"/v1/collections/{name}")
+
+
+def _hits(client, name: str, flt: dict) -> list[tuple[str, float]]:
+    r = client.post(f"/v1/collections/{name}/search",
+                    json={"vector": [1.0] * DIM, "top_k": 200, "filter": flt})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return [(h["id"], round(h["score"], 5)) for h in body["hits"]], body["filtered_count"]
+
+
+FILTERS = [{"lang": "de"}, {"year": {"$gte": 2020}}, {"ok": True}, {"src.site": {"$in": ["s1", "s3"]}},
+           {"$or": [{"lang": "fr"}, {"year": {"$lt": 2003}}]}, {"tags": {"$contains": "t2"}, "lang": "en"}]
+
+
+def test_indexes_change_no_answer_and_are_listed(client, name):
+    r = client.post("/v1/collections", json={"name": name, "model": "vectors", "dimension": DIM,
+                                             "metadata_indexes": ["lang", "src.site"]})
+    assert r.status_code == 201, r.text
+    assert r.json()["metadata_indexes"] == ["lang", "src.site"]
+    assert client.post(f"/v1/collections/{name}/documents", json={"documents": _docs(120)}).status_code == 200
+    with_two = [_hits(client, name, f) for f in FILTERS]
+
+    r = client.put(f"/v1/collections/{name}/metadata_indexes/year")
+    assert r.status_code == 201 and r.json() == {"collection": name, "field": "year", "created": True,
+                                                 "metadata_indexes": ["lang", "src.site", "year"]}
+    r = client.put(f"/v1/collections/{name}/metadata_indexes/year")
+    assert r.status_code == 200 and r.json()["created"] is False  # idempotent
+    assert client.put(f"/v1/collections/{name}/metadata_indexes/ok").status_code == 201
+    assert client.get(f"/v1/collections/{name}").json()["metadata_indexes"] == ["lang", "ok", "src.site", "year"]
+    with_four = [_hits(client, name, f) for f in FILTERS]
+
+    for field in ("lang", "ok", "src.site", "year"):
+        assert client.delete(f"/v1/collections/{name}/metadata_indexes/{field}").status_code == 204
+    assert client.get(f"/v1/collections/{name}").json()["metadata_indexes"] == []
+    without = [_hits(client, name, f) for f in FILTERS]
+    assert with_two == with_four == without
+    assert all(hits for hits, _ in without)  # every filter matches something: the comparison means something
+
+
+def test_index_errors_name_the_field(client, name):
+    r = client.post("/v1/collections", json={"name": name, "model": "vectors", "dimension": DIM,
+                                             "metadata_indexes": ["ok", "bad field"]})
+    assert r.status_code == 400 and "metadata_indexes[1]: invalid field name 'bad field'" in r.text
+    assert client.get(f"/v1/collections/{name}").status_code == 404  # nothing half-made
+    assert client.post("/v1/collections", json={"name": name, "model": "vectors", "dimension": DIM}).status_code == 201
+    r = client.put(f"/v1/collections/{name}/metadata_indexes/a'b")
+    assert r.status_code == 400 and "field: invalid field name" in r.text
+    r = client.delete(f"/v1/collections/{name}/metadata_indexes/lang")
+    assert r.status_code == 404 and "no metadata index on 'lang'" in r.text
+    assert client.put("/v1/collections/no-such-coll/metadata_indexes/lang").status_code == 404
+
+
+def test_index_cap(client, name):
+    assert client.post("/v1/collections", json={"name": name, "model": "vectors", "dimension": DIM,
+                                                "metadata_indexes": [f"f{i}" for i in range(32)]}).status_code == 201
+    r = client.put(f"/v1/collections/{name}/metadata_indexes/one-more")
+    assert r.status_code == 400 and "already has 32 metadata indexes" in r.text
+    assert client.put(f"/v1/collections/{name}/metadata_indexes/f3").status_code == 200  # existing: fine
