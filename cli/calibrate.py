@@ -84,8 +84,11 @@ def calibrate(
     if len(sources) > 1:
         typer.echo(f"error: {' and '.join(sources)} each set the calibration: choose one", err=True)
         raise typer.Exit(2)
+    from indexing.aliases import resolve as resolve_alias
+
     try:
-        folder = Path(data_dir or Settings().data_dir) / "collections" / validate_name(collection)
+        root = Path(data_dir or Settings().data_dir) / "collections"
+        folder = root / resolve_alias(root, validate_name(collection))
         if not folder.is_dir():
             raise IndexingError(f"collection {collection!r} does not exist under {folder.parent}")
         coll = Collection.open(folder)

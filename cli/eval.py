@@ -95,6 +95,7 @@ def _feedback_report(
     collection: str | None, data_dir: Path, device: str, k: int, modes: list[str], lexical_weight: float
 ) -> EvalReport:
     """Score an existing collection on its own recorded judgments (queries and qrels from feedback.sqlite3)."""
+    from indexing.aliases import resolve as resolve_alias
     from indexing.collection import Collection
     from indexing.evaluation import EvalReport, score_collection
     from models.embedder import load_space_embedder
@@ -102,7 +103,8 @@ def _feedback_report(
     if not collection:
         typer.echo("error: --feedback scores an existing collection: give --collection NAME", err=True)
         raise typer.Exit(2)
-    folder = Path(data_dir) / "collections" / collection
+    root = Path(data_dir) / "collections"
+    folder = root / resolve_alias(root, collection)
     if not (folder / "store.sqlite3").exists():
         typer.echo(f"error: collection: {collection!r} does not exist under {data_dir}", err=True)
         raise typer.Exit(2)

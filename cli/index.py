@@ -45,6 +45,9 @@ def index(
     metadata_index: list[str] = typer.Option(
         None, "--metadata-index", help="Metadata field to index for filters (repeat for several; nested: a.b); "
         "built after the records are written, kept if it exists."),
+    prune: bool = typer.Option(
+        False, "--prune", help="After the whole file is read, delete stored documents whose id it does not hold "
+        "(a full sync; without it a sync never deletes)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Embed and index a corpus file; rerun to resume or to sync an edited file (unchanged texts are skipped)."""
@@ -79,6 +82,7 @@ def index(
             max_chunks=settings.max_chunks_per_document,
             lexical_stemmer=lexical_stemmer,
             metadata_indexes=metadata_index or (),
+            prune=prune,
         )
     except IndexingError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -89,6 +93,7 @@ def index(
         f"in {report.seconds:.1f}s ({report.docs_per_s:.1f} docs/s); collection holds "
         f"{report.count} documents, index {report.built_kind}"
         + (f"; {report.chunked} long documents were split, {report.vectors} vectors written" if report.chunked else "")
+        + (f"; deleted {report.deleted} not in the file" if prune else "")
         + (f"; metadata indexes built: {', '.join(report.metadata_indexes_built)}"
            if report.metadata_indexes_built else "")
         + f". A running server picks it up with "

@@ -10,6 +10,7 @@ app = typer.Typer(help="rrs: retrieve, rerank, serve.", no_args_is_help=True, ad
 def _register() -> None:
     # Subcommand modules attach themselves to `app`; imported here so `rrs --help` lists them all.
     from cli import (  # noqa: F401
+        backup,
         bench,
         bench_attention,
         bench_embed,

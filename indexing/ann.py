@@ -263,6 +263,21 @@ class VectorIndex:
             return faiss.SearchParametersIVF(nprobe=self.nprobe, **kwargs)
         return faiss.SearchParameters(**kwargs) if kwargs else None
 
+    def exact_vectors(self, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The live vectors of `vids` (with their vids) read from memory, when this kind stores them
+        uncompressed (flat, HNSW); None otherwise (IVF lists, product codes: ask the store)."""
+        storage = self.index if self.kind == "flat" else (
+            faiss.downcast_index(self.index.storage) if self.kind == "hnsw" else None)
+        if not isinstance(storage, faiss.IndexFlat):
+            return None
+        with self._lock:
+            found = [(v, self._vid_slot[v]) for v in np.asarray(vids, dtype=np.int64).tolist() if v in self._vid_slot]
+            if not found:
+                return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+            found_vids, slots = (np.asarray(c, dtype=np.int64) for c in zip(*found, strict=True))
+            xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(-1, self.dim)
+            return found_vids, xb[slots]  # fancy indexing copies: safe once the lock is released
+
     # ---- persistence ----
     def live_vids(self) -> np.ndarray:
         return self._slot_vid[: self.slots][self._live[: self.slots]].copy()

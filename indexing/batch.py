@@ -24,10 +24,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from indexing.aliases import resolve as resolve_alias
 from indexing.chunks import assemble, plan_chunks, resolve_chunking, stored_chunks
 from indexing.collection import Collection, CollectionConfig, validate_name
 from indexing.errors import InvalidDocument
-from indexing.filters import check_field
+from indexing.filters import check_index
 from indexing.store import Chunk, Document, embedding_key
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -70,6 +71,7 @@ class IndexReport:
     count: int = 0
     built_kind: str = ""
     metadata_indexes_built: list[str] = field(default_factory=list)  # indexes this run created
+    deleted: int = 0  # stored documents not in the file, deleted (prune)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -233,6 +235,7 @@ def index_file(
     max_chunks: int = 512,
     lexical_stemmer: str | None = None,
     metadata_indexes: Sequence[str] = (),
+    prune: bool = False,
 ) -> IndexReport:
     """Index `path` into `<data_dir>/collections/<collection>`; safe to rerun (resumes).
 
@@ -240,15 +243,19 @@ def index_file(
     no chunking) and stems its lexical index with `lexical_stemmer` (default none); an existing one
     keeps the settings it was created with. Each of `metadata_indexes` is indexed once the records are
     written (one pass over the table is cheaper than keeping the index up to date row by row).
+    `prune` deletes the stored documents whose id the file does not hold, once it was read whole.
     """
     validate_name(collection)
+    if prune and limit is not None:
+        raise InvalidDocument("prune: needs the whole file read; it cannot be combined with a limit")
     for i, name in enumerate(metadata_indexes):
-        check_field(name, f"metadata_indexes[{i}]")
+        check_index(name, f"metadata_indexes[{i}]")
     path = Path(path)
     if not path.exists():
         raise InvalidDocument(f"input: {path} does not exist")
     fmt = detect_format(path)
     root = Path(data_dir) / "collections"
+    collection = resolve_alias(root, collection)  # indexing into an alias fills the collection it names
     folder = root / collection
     report = IndexReport(collection)
     root.mkdir(parents=True, exist_ok=True)
@@ -303,6 +310,7 @@ def index_file(
             smoothing=0.1,
         )
         started = time.perf_counter()
+        seen: set[str] = set()
         try:
             for chunk in read_documents(path, id_field, text_field, title_field, chunk_size, fmt):
                 if limit is not None:
@@ -310,6 +318,8 @@ def index_file(
                     if not chunk:
                         break
                 report.read += len(chunk)
+                if prune:
+                    seen.update(d.id for d in chunk)
                 docs = _dedupe(chunk)
                 report.skipped += len(chunk) - len(docs)  # earlier records of an id repeated in the chunk
                 todo, metadata = _changes(coll, docs, max_chunks, report)
@@ -328,6 +338,8 @@ def index_file(
                 bar.set_postfix(indexed=report.indexed, skipped=report.skipped, chunked=report.chunked,
                                 truncated=report.truncated, refresh=False)
             report.metadata_indexes_built = [f for f in metadata_indexes if coll.create_metadata_index(f)]
+            if prune:
+                report.deleted = _prune(coll, seen)
         finally:  # also on Ctrl-C: what the store holds gets a snapshot, and a rerun resumes from it
             bar.close()
             report.seconds = time.perf_counter() - started
@@ -384,6 +396,16 @@ def _changes(
         else:
             report.skipped += 1
     return todo, metadata
+
+
+def _prune(coll: Collection, keep: set[str], page: int = 5000) -> int:
+    """Delete the stored documents whose id is not in `keep`; returns how many."""
+    gone: list[str] = []
+    after = None
+    while ids := coll.store.ids(page, after):
+        gone += [i for i in ids if i not in keep]
+        after = ids[-1]
+    return sum(coll.delete(gone[b : b + 1000]) for b in range(0, len(gone), 1000))
 
 
 def _dedupe(docs: list[Document]) -> list[Document]:

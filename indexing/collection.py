@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from indexing.aliases import AliasTable
 from indexing.ann import INDEX_KINDS, METRICS, VectorIndex
 from indexing.errors import (
     CollectionExists,
@@ -31,7 +32,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
-from indexing.filters import check_field
+from indexing.filters import check_index
 from indexing.lexical import TOKENIZERS, LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
 from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, vector_id
@@ -269,6 +270,7 @@ class Collection:
             }
             written = write_snapshot(self.folder, self.index.serialize(), manifest)
             self.store.prune_tombstones(seq)
+            self.store.refresh_statistics()
             self.snapshot_seq = seq
             self._unsnapshotted = 0
             return written
@@ -337,7 +339,7 @@ class Collection:
     def create_metadata_index(self, field_name: str) -> bool:
         """Index a metadata field so filters on it read an index instead of every document's metadata;
         False when it was indexed already. Writes wait while a large collection's index is built."""
-        check_field(field_name, "field")
+        check_index(field_name, "field")
         have = self.store.metadata_indexes()
         if field_name not in have and len(have) >= MAX_METADATA_INDEXES:
             raise InvalidDocument(
@@ -571,14 +573,17 @@ class Collection:
         return scores, vids
 
     def _exact_over(self, queries: np.ndarray, vids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k restricted to `vids`, scored on the store's vectors (filters lose nothing)."""
+        """Exact top-k restricted to `vids` (filters lose nothing), on the index's own vectors when it
+        keeps them uncompressed, else on the store's."""
         out_s = np.full((len(queries), k), -np.inf, np.float32)
         out_v = np.full((len(queries), k), -1, np.int64)
         for start in range(0, len(vids), EXACT_FILTER_MAX):
-            found, vectors = self.store.vectors_for(vids[start : start + EXACT_FILTER_MAX])
+            part = vids[start : start + EXACT_FILTER_MAX]
+            held = self.index.exact_vectors(part)  # from memory when the index keeps them whole
+            found, vectors = held if held is not None else self.store.vectors_for(part)
             if not len(found):
                 continue
-            x = self.index.prepare(vectors)
+            x = vectors if held is not None else self.index.prepare(vectors)
             if self.config.metric == "l2":
                 sims = -((queries[:, None, :] - x[None, :, :]) ** 2).sum(-1)
             else:
@@ -611,7 +616,7 @@ def _index_fields(fields: Sequence[str]) -> list[str]:
     """Metadata index fields of a new collection, checked (and deduplicated) before anything is made."""
     if len(set(fields)) > MAX_METADATA_INDEXES:
         raise InvalidDocument(f"metadata_indexes: at most {MAX_METADATA_INDEXES} fields")
-    return list(dict.fromkeys(check_field(f, f"metadata_indexes[{i}]") for i, f in enumerate(fields)))
+    return list(dict.fromkeys(check_index(f, f"metadata_indexes[{i}]") for i, f in enumerate(fields)))
 
 
 def _prepared_chunks(index: VectorIndex, chunks: Sequence[Sequence[Chunk]]) -> list[list[Chunk]]:
@@ -648,7 +653,10 @@ class _Slot:
 
 
 class CollectionCatalog:
-    """Every collection under `<data_dir>/collections`; a broken one never blocks the others."""
+    """Every collection under `<data_dir>/collections`; a broken one never blocks the others.
+
+    Every lookup by name also takes an alias (`indexing/aliases.py`) and means its target.
+    """
 
     def __init__(self, data_dir: Path, snapshot_every: int = 1000, device: str = "cpu") -> None:
         self.root = Path(data_dir) / "collections"
@@ -657,6 +665,7 @@ class CollectionCatalog:
         self.device = device
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.RLock()
+        self.aliases = AliasTable(self.root)
         self.on_open: list[Callable[[Collection], None]] = []  # hooks, e.g. attach a calibrator
 
     def open_all(self) -> dict[str, str | None]:
@@ -688,6 +697,8 @@ class CollectionCatalog:
             folder = self.root / config.name
             if config.name in self._slots or folder.exists():
                 raise CollectionExists(f"name: collection {config.name!r} already exists")
+            if (target := self.aliases.target(config.name)) is not None:
+                raise CollectionExists(f"name: {config.name!r} is an alias (of {target!r}); choose another name")
             try:
                 coll = Collection.create(folder, config, self.snapshot_every, self.device, metadata_indexes)
             except BaseException:
@@ -698,8 +709,39 @@ class CollectionCatalog:
             self._slots[config.name] = _Slot(coll)
             return coll
 
-    def get(self, name: str) -> Collection:
+    def resolve(self, name: str) -> str:
+        """The collection `name` means: an alias's target, else the name itself."""
         validate_name(name)
+        return self.aliases.target(name) or name
+
+    def adopt(self, name: str, fill: Callable[[Path], None]) -> Collection:
+        """A new collection `name` from files `fill` writes into an empty folder (a restore): the
+        folder is renamed into place only once filled, then opened with its index rebuilt from the
+        store. Nothing is left behind when any step fails."""
+        validate_name(name)
+        with self._lock:
+            folder = self.root / name
+            if name in self._slots or folder.exists():
+                raise CollectionExists(f"name: collection {name!r} already exists")
+            if (target := self.aliases.target(name)) is not None:
+                raise CollectionExists(f"name: {name!r} is an alias (of {target!r}); choose another name")
+            partial = self.root / f".adopt-{name}-{time.time_ns()}"
+            partial.mkdir()
+            try:
+                fill(partial)
+                partial.rename(folder)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            slot = self._open(name, rebuild=True)
+            if slot.collection is None:
+                self._slots.pop(name, None)
+                shutil.rmtree(folder, ignore_errors=True)
+                raise CollectionUnavailable(f"collection {name!r} could not be opened: {slot.error}")
+            return slot.collection
+
+    def get(self, name: str) -> Collection:
+        name = self.resolve(name)
         slot = self._slots.get(name)
         if slot is None:
             raise CollectionNotFound(f"collection {name!r} does not exist")
@@ -712,8 +754,8 @@ class CollectionCatalog:
 
     def reload(self, name: str, rebuild: bool = False) -> Collection:
         """(Re)open a collection from disk, e.g. after `rrs index` wrote it; raises if it stays broken."""
-        validate_name(name)
         with self._lock:
+            name = self.resolve(name)
             if not (self.root / name / STORE_FILE).exists():
                 self._slots.pop(name, None)
                 raise CollectionNotFound(f"collection {name!r} does not exist")
@@ -721,8 +763,20 @@ class CollectionCatalog:
             return self.get(name)
 
     def delete(self, name: str) -> None:
+        """Delete a collection; refused while an alias points at it (requests through the alias would
+        start failing) and for an alias's own name (removing the alias is a separate, explicit call)."""
         validate_name(name)
         with self._lock:
+            if (target := self.aliases.target(name)) is not None:
+                raise CollectionExists(
+                    f"name: {name!r} is an alias of {target!r}; DELETE /v1/aliases/{name} removes the alias, "
+                    f"DELETE /v1/collections/{target} the collection"
+                )
+            if aliases := self.aliases.of(name):
+                raise CollectionExists(
+                    f"name: collection {name!r} is the target of alias(es) {', '.join(aliases)}; move or remove "
+                    "them first"
+                )
             folder = self.root / name
             slot = self._slots.pop(name, None)
             if slot is None and not folder.exists():
@@ -737,14 +791,31 @@ class CollectionCatalog:
         return sorted(self._slots)
 
     def describe(self, name: str) -> dict[str, Any]:
-        """Stats of a ready collection, or its name, status and error when it is unavailable."""
-        validate_name(name)
+        """Stats of a ready collection, or its name, status and error when it is unavailable; with the
+        aliases that point at it."""
+        name = self.resolve(name)
         slot = self._slots.get(name)
         if slot is None:
             raise CollectionNotFound(f"collection {name!r} does not exist")
+        aliases = {"aliases": self.aliases.of(name)}
         if slot.collection is None:
-            return {"name": name, "status": "unavailable", "error": slot.error}
-        return slot.collection.stats()
+            return {"name": name, "status": "unavailable", "error": slot.error, **aliases}
+        return {**slot.collection.stats(), **aliases}
+
+    # ---- aliases ----
+    def point_alias(self, alias: str, collection: str) -> str | None:
+        """Create or move an alias in one step; returns the collection it pointed at before."""
+        validate_name(alias)
+        validate_name(collection)
+        with self._lock:
+            if collection in self.aliases.items():
+                raise InvalidDocument(f"collection: {collection!r} is an alias; an alias points at a collection")
+            return self.aliases.point(alias, collection, set(self._slots))
+
+    def remove_alias(self, alias: str) -> str:
+        validate_name(alias)
+        with self._lock:
+            return self.aliases.remove(alias)
 
     def close(self) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS = ("$eq", "$ne", *_COMPARE, "$in", "$nin", "$exists", "$contains")
 MAX_LIST = 1024  # values in one $in / $nin, filters in one $and / $or
 MAX_DEPTH = 8  # nesting of $and / $or
+MAX_COMPOSITE = 4  # fields of one composite metadata index
 
 
 def check_field(field: Any, where: str) -> str:
@@ -43,10 +44,23 @@ def _path(field: str) -> str:
     return "'$." + ".".join(f'"{part}"' for part in field.split(".")) + "'"
 
 
-def index_columns(field: str, column: str = "metadata") -> str:
-    """The indexed expressions of a metadata index on `field`: its value, then its JSON type."""
-    path = _path(check_field(field, "field"))
-    return f"json_extract({column}, {path}), json_type({column}, {path})"
+def check_index(spec: Any, where: str) -> str:
+    """A metadata index: one field, or up to 4 joined by `+` (a composite index, in that order)."""
+    if not isinstance(spec, str):
+        raise InvalidDocument(f"{where}: must be a field name, or field names joined by '+'")
+    parts = spec.split("+")
+    if len(parts) > MAX_COMPOSITE or len(set(parts)) != len(parts):
+        raise InvalidDocument(f"{where}: a composite index joins 2 to {MAX_COMPOSITE} different fields with '+'")
+    for part in parts:
+        check_field(part, where)
+    return spec
+
+
+def index_columns(spec: str, column: str = "metadata") -> str:
+    """The indexed expressions of a metadata index: each field's value, then its JSON type. In a
+    composite index `a+b` an equality on `a` and a range (or equality) on `b` both use it."""
+    paths = [_path(part) for part in check_index(spec, "field").split("+")]
+    return ", ".join(f"json_extract({column}, {p}), json_type({column}, {p})" for p in paths)
 
 
 def filter_sql(filter_: dict[str, Any]) -> tuple[str, list[Any]]:

@@ -21,7 +21,7 @@ from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, TimingMiddleware
 from service.reranking import RerankService
-from service.routes import calibration, collections, embeddings, feedback, health, rerank
+from service.routes import aliases, backups, calibration, collections, embeddings, feedback, health, rerank
 from service.settings import Settings
 
 log = logging.getLogger("rrs")
@@ -50,6 +50,7 @@ def _lifespan(settings: Settings):
                 settings.rerank_timeout_s,
             )
             app.state.collections = collection_service
+            app.state.metrics.watch_collections(collection_service.gauges)
             app.state.readiness["collections"] = lambda: collection_service.ready
             try:
                 await collection_service.start()
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(embeddings.router)
     app.include_router(collections.router)
+    app.include_router(aliases.router)
+    app.include_router(backups.router)
     app.include_router(calibration.router)
     app.include_router(feedback.router)
     app.include_router(rerank.router)

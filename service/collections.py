@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,15 @@ import anyio
 import faiss
 import numpy as np
 
+from indexing.backup import (
+    BACKUP_FILE,
+    BackupError,
+    backup_folder,
+    backup_path,
+    fill_from_backup,
+    list_backups,
+    read_backup,
+)
 from indexing.batch import read_jsonl
 from indexing.calibration.serving import (
     attach_stored_calibration,
@@ -47,6 +57,7 @@ from service.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    Unprocessable,
 )
 from service.schemas.collections import DocumentIn, SearchRequest, SearchRerank
 from service.schemas.feedback import FeedbackRequest
@@ -82,6 +93,8 @@ def _mapped_errors() -> Iterator[None]:
         raise ServiceUnavailable(str(exc)) from None
     except (InvalidCollectionName, InvalidDocument) as exc:
         raise InvalidRequest(str(exc)) from None
+    except BackupError as exc:  # a damaged or incomplete backup: the request was fine, the files are not
+        raise Unprocessable(str(exc)) from None
     except IndexingError as exc:  # any other indexing error is still about this request's input
         raise InvalidRequest(str(exc)) from None
     except sqlite3.ProgrammingError:  # the collection was deleted (its store closed) mid-request
@@ -213,7 +226,7 @@ class CollectionService:
     async def create(self, config: CollectionConfig, metadata_indexes: Sequence[str] = ()) -> dict[str, Any]:
         with _mapped_errors():
             coll = await self._in_worker(self.catalog.create, config, metadata_indexes)
-            return coll.stats()
+            return self.catalog.describe(coll.name)
 
     async def create_metadata_index(self, name: str, field_name: str) -> tuple[bool, list[str]]:
         """Index a metadata field (built in a worker thread: on a large collection it takes a while)."""
@@ -231,6 +244,16 @@ class CollectionService:
     def list(self) -> list[dict[str, Any]]:
         return [self.catalog.describe(name) for name in self.catalog.names()]
 
+    def gauges(self) -> list[dict[str, Any]]:
+        """Every collection's stats for /metrics; one deleted or closing meanwhile is skipped, not an error."""
+        out = []
+        for name in self.catalog.names():
+            try:
+                out.append(self.catalog.describe(name))
+            except (IndexingError, sqlite3.Error):
+                continue
+        return out
+
     def describe(self, name: str) -> dict[str, Any]:
         with _mapped_errors():
             return self.catalog.describe(name)
@@ -242,7 +265,61 @@ class CollectionService:
     async def reload(self, name: str, rebuild: bool = False) -> dict[str, Any]:
         with _mapped_errors():
             coll = await self._in_worker(self.catalog.reload, name, rebuild)
-            return coll.stats()
+            return self.catalog.describe(coll.name)
+
+    # ---- backups ----
+    @property
+    def backup_root(self) -> Path:
+        return self.settings.backup_dir or Path(self.settings.data_dir) / "backups"
+
+    async def backup(self, name: str) -> dict[str, Any]:
+        """A consistent copy of the collection's store (and feedback log), taken while it serves."""
+        with _mapped_errors():
+            coll = self.catalog.get(name)
+            return await self._in_worker(backup_folder, coll.folder, coll.name, self.backup_root)
+
+    def backups(self, collection: str | None = None) -> list[dict[str, Any]]:
+        found = list_backups(self.backup_root)
+        return [b for b in found if collection is None or b["collection"] == collection]
+
+    async def restore(self, backup_id: str, name: str) -> dict[str, Any]:
+        """A new collection `name` from a backup (checked against its checksums first)."""
+        with _mapped_errors():
+            path = backup_path(self.backup_root, backup_id)
+            if not path.exists():
+                raise NotFound(f"backup {backup_id!r} does not exist")
+
+            def run() -> Collection:
+                info = read_backup(path)
+                return self.catalog.adopt(name, lambda target: fill_from_backup(info, path, target, name))
+
+            coll = await self._in_worker(run)
+            return self.catalog.describe(coll.name)
+
+    async def delete_backup(self, backup_id: str) -> None:
+        with _mapped_errors():
+            path = backup_path(self.backup_root, backup_id)
+            if not (path / BACKUP_FILE).exists():
+                raise NotFound(f"backup {backup_id!r} does not exist")
+            await self._in_worker(shutil.rmtree, path)
+
+    # ---- aliases ----
+    def aliases(self) -> dict[str, str]:
+        return self.catalog.aliases.items()
+
+    async def point_alias(self, alias: str, collection: str) -> str | None:
+        """Create or move an alias (an atomic file replace, off the event loop: it fsyncs)."""
+        with _mapped_errors():
+            return await self._in_worker(self.catalog.point_alias, alias, collection)
+
+    async def remove_alias(self, alias: str) -> str:
+        with _mapped_errors():
+            return await self._in_worker(self.catalog.remove_alias, alias)
+
+    def resolve(self, name: str) -> str:
+        """The collection `name` means (an alias's target, else itself); a bad name is a 400."""
+        with _mapped_errors():
+            return self.catalog.resolve(name)
 
     def collection(self, name: str) -> Collection:
         with _mapped_errors():

@@ -32,6 +32,10 @@ class Unauthorized(ServiceError):
     status, type = 401, "unauthorized"
 
 
+class Forbidden(ServiceError):
+    status, type = 403, "forbidden"
+
+
 class NotFound(ServiceError):
     status, type = 404, "not_found"
 

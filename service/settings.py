@@ -78,6 +78,9 @@ class Settings(BaseSettings):
         "embedded from its start only, and the upsert lists it under `truncated`."
     )
     snapshot_every: int = Field(1000, ge=1, description="Write an index snapshot after this many changes.")
+    backup_dir: Path | None = Field(
+        None, description="Where POST /v1/collections/{name}/backups writes backups (default: <data_dir>/backups)."
+    )
     demo_collection_name: str = "demo"
     index_device: str = Field(
         "auto", description="Search mirror: auto (faiss-gpu, else torch on CUDA, else CPU FAISS), cpu, "
@@ -115,6 +118,10 @@ class Settings(BaseSettings):
 
     # security
     api_keys: EnvList = Field(default_factory=list)
+    read_only_api_keys: EnvList = Field(
+        default_factory=list, description="Keys that may only read: embeddings, rerank, searches and GETs "
+        "(a search front end's key); any other call answers 403. Setting either list turns auth on."
+    )
     cors_origins: EnvList = Field(default_factory=list)
 
     # observability
@@ -133,7 +140,7 @@ class Settings(BaseSettings):
         30, ge=1, description="On SIGTERM, how long in-flight requests may take to finish before exit."
     )
 
-    @field_validator("api_keys", "cors_origins", "extra_rerank_models", mode="before")
+    @field_validator("api_keys", "read_only_api_keys", "cors_origins", "extra_rerank_models", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -130,6 +130,36 @@ def test_a_rerun_on_an_edited_file_syncs_it(tmp_path: Path, embedder):
     coll.close()
 
 
+def test_prune_deletes_what_the_file_no_longer_holds(tmp_path: Path, embedder):
+    rows = read_jsonl(TINY / "corpus.jsonl")
+    index_file(tmp_path, "pruned", TINY / "corpus.jsonl", embedder, progress=False)
+    shorter = tmp_path / "v2.jsonl"
+    shorter.write_text("".join(json.dumps(r) + "\n" for r in rows[2:]))
+    kept = index_file(tmp_path, "pruned", shorter, embedder, progress=False)  # a plain sync never deletes
+    assert (kept.deleted, kept.count) == (0, len(rows))
+    report = index_file(tmp_path, "pruned", shorter, embedder, progress=False, prune=True)
+    assert (report.deleted, report.indexed, report.count) == (2, 0, len(rows) - 2)
+    coll = Collection.open(tmp_path / "collections" / "pruned")
+    assert coll.store.get_by_ids([rows[0]["_id"], rows[1]["_id"]]) == []
+    assert len(coll.index) == coll.store.count() == len(rows) - 2
+    coll.close()
+    with pytest.raises(InvalidDocument, match="prune: needs the whole file"):
+        index_file(tmp_path, "pruned", shorter, embedder, progress=False, prune=True, limit=3)
+
+
+def test_job_into_an_alias_fills_the_collection_it_names(tmp_path: Path, embedder):
+    from indexing.collection import CollectionCatalog
+
+    index_file(tmp_path, "kb-v1", TINY / "corpus.jsonl", embedder, limit=3, progress=False)
+    cat = CollectionCatalog(tmp_path)
+    cat.open_all()
+    cat.point_alias("kb", "kb-v1")
+    cat.close()
+    report = index_file(tmp_path, "kb", TINY / "corpus.jsonl", embedder, progress=False)
+    assert report.collection == "kb-v1" and (report.indexed, report.skipped, report.count) == (9, 3, 12)
+    assert not (tmp_path / "collections" / "kb").exists()
+
+
 def test_cli_job_output_is_served_after_reload(live_server):
     from cli.main import app
 

@@ -148,6 +148,45 @@ def test_filtered_search_is_exact_and_full(catalog: CollectionCatalog):
     assert [h.id for h in result.hits] == [f"d{i}" for i in want]
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf_flat"])
+def test_exact_filtered_search_reads_the_index_vectors_where_it_keeps_them(catalog: CollectionCatalog, kind):
+    coll = catalog.create(CollectionConfig("c", "m", DIM, index_kind=kind))
+    docs, x = _docs(2500)
+    coll.upsert(docs, x)
+    coll.rebuild()  # ivf_flat trains once it holds enough vectors
+    assert coll.index.kind == kind
+    vids = np.asarray([d.vid for d in docs[::7]] + [12345], dtype=np.int64)  # one vid that is not there
+    held = coll.index.exact_vectors(vids)
+    if kind == "ivf_flat":
+        assert held is None  # the store answers instead
+    else:
+        found, vectors = coll.store.vectors_for(vids)
+        order = np.argsort(found)
+        assert np.array_equal(np.sort(held[0]), found[order])
+        np.testing.assert_allclose(vectors[order], held[1][np.argsort(held[0])], atol=1e-6)
+    result = coll.search(x[3:4], 10, {"i": {"$lt": 600}})[0]
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    want = np.argsort(-(xn[:600] @ xn[3]))[:10]
+    assert [h.id for h in result.hits] == [f"d{i}" for i in want]
+
+
+def test_index_statistics_follow_the_collection_so_the_selective_index_is_used(catalog: CollectionCatalog):
+    # Without statistics SQLite takes the flag's index here (the later one): 3000 rows read for 10.
+    coll = catalog.create(CollectionConfig("c", "m", DIM), metadata_indexes=["tenant", "flag"])
+    docs, x = _docs(3000)
+    for d in docs:
+        d.metadata.update(flag=True, tenant=f"t{d.metadata['i'] % 300}")
+    coll.upsert(docs, x)
+    assert coll.store.refresh_statistics()  # grew from empty: re-sampled
+    assert not coll.store.refresh_statistics()  # the same size: nothing to do
+    from indexing.filters import filter_sql
+
+    where, params = filter_sql({"flag": True, "tenant": "t7"})
+    plan = coll.store._conn.execute(f"EXPLAIN QUERY PLAN SELECT vid FROM documents WHERE {where}", params).fetchall()
+    assert "meta:tenant" in plan[0][3]  # 10 rows of 3000, not the flag every document carries
+    assert coll.search(x[:1], 20, {"flag": True, "tenant": "t7"})[0].filtered_count == 10
+
+
 def test_calibrator_seam_fills_relevance_and_cuts(catalog: CollectionCatalog):
     class HalfScore:
         threshold = 0.5

@@ -337,3 +337,14 @@ def test_lexical_search_on_a_collection_of_client_vectors(client):
     hits = _search(client, name, query="commits history", mode="lexical")["hits"]
     assert [h["id"] for h in hits] == ["git"]
     client.delete(f"/v1/collections/{name}")
+
+
+def test_metrics_export_each_collection(client):
+    name = _fresh_collection(client)
+    text = client.get("/metrics").text
+    n = float(len(PASSAGES))
+    for metric, value in (("up", 1.0), ("documents", n), ("vectors", n)):
+        assert f'rrs_collection_{metric}{{collection="{name}"}} {value}' in text
+    assert f'rrs_collection_unsnapshotted_writes{{collection="{name}"}}' in text
+    client.delete(f"/v1/collections/{name}")
+    assert f'collection="{name}"' not in client.get("/metrics").text

@@ -101,6 +101,9 @@ def test_acknowledged_writes_survive_kill_and_restart(server_factory, tmp_path: 
         assert r.status_code == 503
         assert "checksum mismatch" in r.json()["error"]["message"]
         assert c.get("/v1/collections/stream").json()["status"] == "unavailable"
+        metrics = c.get("/metrics").text  # operators see it too
+        assert 'rrs_collection_up{collection="stream"} 0.0' in metrics
+        assert 'rrs_collection_up{collection="other"} 1.0' in metrics
         # the other collection serves, with everything from before the clean stop
         assert _top1(c, "other", 5000) == "late"
         assert _top1(c, "other", 1000) != "o0"

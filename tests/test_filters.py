@@ -228,3 +228,22 @@ def test_metadata_indexes_are_read_back_and_dropped(tmp_path: Path):
     with pytest.raises(InvalidDocument, match="field: invalid field name"):
         s.create_metadata_index("x'); DROP TABLE documents; --")
     s.close()
+
+
+def test_a_composite_index_serves_an_equality_and_a_range_together(tmp_path: Path):
+    s = DocumentStore(tmp_path / "ix.sqlite3", 2)
+    docs = [Document(f"d{i}", "t", {"lang": ["en", "de"][i % 2], "year": 2000 + i % 30}) for i in range(600)]
+    s.upsert(docs, np.ones((len(docs), 2), np.float32))
+    assert s.create_metadata_index("lang") and s.create_metadata_index("lang+year")
+    assert s.metadata_indexes() == ["lang", "lang+year"]
+    flt = {"lang": "en", "year": {"$gte": 2025}}
+    where, params = filter_sql(flt)
+    plan = s._conn.execute(f"EXPLAIN QUERY PLAN SELECT vid FROM documents WHERE {where}", params).fetchall()
+    assert "meta:lang+year" in plan[0][3] and ">?" in plan[0][3]  # both conditions read from the index
+    want = sorted(d.vid for d in docs if d.metadata["lang"] == "en" and d.metadata["year"] >= 2025)
+    assert sorted(s.vids_matching(flt)[0].tolist()) == want
+    for bad in ("lang+lang", "a+b+c+d+e", "lang+", "x y"):
+        with pytest.raises(InvalidDocument, match="field"):
+            s.create_metadata_index(bad)
+    assert s.drop_metadata_index("lang+year") and s.metadata_indexes() == ["lang"]
+    s.close()

@@ -54,10 +54,12 @@ def test_indexes_change_no_answer_and_are_listed(client, name):
     r = client.put(f"/v1/collections/{name}/metadata_indexes/year")
     assert r.status_code == 200 and r.json()["created"] is False  # idempotent
     assert client.put(f"/v1/collections/{name}/metadata_indexes/ok").status_code == 201
-    assert client.get(f"/v1/collections/{name}").json()["metadata_indexes"] == ["lang", "ok", "src.site", "year"]
+    assert client.put(f"/v1/collections/{name}/metadata_indexes/lang+year").status_code == 201  # composite
+    assert client.get(f"/v1/collections/{name}").json()["metadata_indexes"] == ["lang", "lang+year", "ok",
+                                                                                "src.site", "year"]
     with_four = [_hits(client, name, f) for f in FILTERS]
 
-    for field in ("lang", "ok", "src.site", "year"):
+    for field in ("lang", "lang+year", "ok", "src.site", "year"):
         assert client.delete(f"/v1/collections/{name}/metadata_indexes/{field}").status_code == 204
     assert client.get(f"/v1/collections/{name}").json()["metadata_indexes"] == []
     without = [_hits(client, name, f) for f in FILTERS]
@@ -84,3 +86,4 @@ def test_index_cap(client, name):
     r = client.put(f"/v1/collections/{name}/metadata_indexes/one-more")
     assert r.status_code == 400 and "already has 32 metadata indexes" in r.text
     assert client.put(f"/v1/collections/{name}/metadata_indexes/f3").status_code == 200  # existing: fine
+

@@ -16,6 +16,7 @@ from service.settings import Settings
 from tests.server import LiveServer
 
 KEYS = ["key-alpha-0123456789", "key-beta-9876543210"]
+READER = "key-reader-5555555555"  # RRS_READ_ONLY_API_KEYS
 ALLOWED_ORIGIN = "https://app.example.com"
 MAX_BYTES = 64 * 1024
 OPEN_PATHS = {"/health", "/ready"}  # probes stay open; /docs and /openapi.json are public by design
@@ -26,6 +27,7 @@ AUTH = {"Authorization": f"Bearer {KEYS[1]}"}
 def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     server = LiveServer(tmp_path_factory.mktemp("rrs-secure"), env={
         "RRS_API_KEYS": ",".join(KEYS),  # the comma-separated form; the JSON form is tested below
+        "RRS_READ_ONLY_API_KEYS": f'["{READER}"]',
         "RRS_CORS_ORIGINS": f'["{ALLOWED_ORIGIN}"]',
         "RRS_MAX_REQUEST_BYTES": str(MAX_BYTES),
     })
@@ -82,6 +84,36 @@ def test_right_key_passes_every_protected_route(secure_server: LiveServer) -> No
             r = client.post("/v1/embeddings", json={"input": "hello"}, headers={"Authorization": f"Bearer {key}"})
             assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 384
         assert client.get("/metrics", headers=AUTH).status_code == 200
+
+
+def test_a_read_only_key_reads_and_is_refused_everything_else(secure_server: LiveServer) -> None:
+    from service.dependencies import READ_ONLY_POSTS
+
+    schema = httpx.get(f"{secure_server.base_url}/openapi.json", timeout=30).json()
+    reader = {"Authorization": f"Bearer {READER}"}
+    writes = 0
+    with secure_server.client() as client:
+        for template, item in schema["paths"].items():
+            if template in OPEN_PATHS:
+                continue
+            path = re.sub(r"\{[^}]+\}", "no-such-collection", template)
+            for method in (m.upper() for m in item if m in {"get", "post", "put", "patch", "delete"}):
+                r = client.request(method, path, headers=reader, json={} if method != "GET" else None)
+                if method == "GET" or template in READ_ONLY_POSTS:
+                    assert r.status_code not in (401, 403), (method, template, r.text)
+                else:
+                    writes += 1
+                    assert r.status_code == 403, (method, template, r.status_code, r.text)
+                    assert r.json()["error"]["type"] == "forbidden" and "read-only" in r.json()["error"]["message"]
+        assert writes >= 15  # creates, upserts, deletes, PATCH, aliases, backups, calibration, feedback...
+        # Real reads work; a real write does not, and nothing was created.
+        r = client.post("/v1/embeddings", json={"input": "hello"}, headers=reader)
+        assert r.status_code == 200
+        r = client.post("/v1/collections", json={"name": "by-reader"}, headers=reader)
+        assert r.status_code == 403
+        assert client.get("/v1/collections/by-reader", headers=AUTH).status_code == 404
+        r = client.post("/v1/embeddings", json={"input": "hello"}, headers={"Authorization": f"Bearer {READER}x"})
+        assert r.status_code == 401
 
 
 def test_probes_and_docs_stay_open(secure_server: LiveServer) -> None:

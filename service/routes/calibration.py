@@ -17,6 +17,7 @@ from indexing.calibration.serving import install_calibration, remove_calibration
 from service.collections import CollectionService
 from service.dependencies import require_api_key
 from service.errors import Conflict, NotFound, Unprocessable
+from service.routes.collections import CollectionName
 from service.routes.collections import get_collection_service as _service
 from service.schemas.common import ERROR_RESPONSES
 
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=
 
 
 @router.get("/{name}/calibration", response_model=CalibrationPayload)
-async def get_calibration(name: str, service: CollectionService = Depends(_service)) -> dict[str, Any]:
+async def get_calibration(name: CollectionName, service: CollectionService = Depends(_service)) -> dict[str, Any]:
     """The fitted calibration stored with the collection (404 when it has none)."""
     data = stored_calibration(service.collection(name))
     if data is None:
@@ -35,7 +36,7 @@ async def get_calibration(name: str, service: CollectionService = Depends(_servi
 
 @router.put("/{name}/calibration", response_model=CalibrationPayload)
 async def put_calibration(
-    name: str, body: CalibrationPayload, service: CollectionService = Depends(_service)
+    name: CollectionName, body: CalibrationPayload, service: CollectionService = Depends(_service)
 ) -> dict[str, Any]:
     """Install (or replace) the calibration; persisted in the collection's manifest."""
     coll = service.collection(name)
@@ -49,7 +50,7 @@ async def put_calibration(
 
 
 @router.delete("/{name}/calibration", status_code=204)
-async def delete_calibration(name: str, service: CollectionService = Depends(_service)) -> Response:
+async def delete_calibration(name: CollectionName, service: CollectionService = Depends(_service)) -> Response:
     """Remove the calibration: hits lose `relevance` and `min_relevance` becomes a 400."""
     await anyio.to_thread.run_sync(remove_calibration, service.collection(name))
     return Response(status_code=204)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -47,6 +47,15 @@ def get_collection_service(request: Request) -> CollectionService:
     return request.app.state.collections
 
 
+def resolved_name(name: str, request: Request) -> str:
+    """The collection a path's `{name}` means: an alias is resolved once, at the start of the request,
+    so every answer names the collection that served it."""
+    return get_collection_service(request).resolve(name)
+
+
+CollectionName = Annotated[str, Depends(resolved_name)]
+
+
 @router.post("", response_model=CollectionInfo, status_code=201)
 async def create_collection(
     body: CreateCollectionRequest, service: CollectionService = Depends(get_collection_service)
@@ -65,7 +74,7 @@ async def create_collection(
 
 @router.put("/{name}/metadata_indexes/{field}", response_model=MetadataIndexResponse)
 async def create_metadata_index(
-    name: str, field: str, response: Response, service: CollectionService = Depends(get_collection_service)
+    name: CollectionName, field: str, response: Response, service: CollectionService = Depends(get_collection_service)
 ) -> MetadataIndexResponse:
     """Index a metadata field for filters: 201 when built, 200 when it was indexed already."""
     created, fields = await service.create_metadata_index(name, field)
@@ -75,7 +84,7 @@ async def create_metadata_index(
 
 @router.delete("/{name}/metadata_indexes/{field}", status_code=204)
 async def drop_metadata_index(
-    name: str, field: str, service: CollectionService = Depends(get_collection_service)
+    name: CollectionName, field: str, service: CollectionService = Depends(get_collection_service)
 ) -> Response:
     await service.drop_metadata_index(name, field)
     return Response(status_code=204)
@@ -87,7 +96,9 @@ async def list_collections(service: CollectionService = Depends(get_collection_s
 
 
 @router.get("/{name}", response_model=CollectionInfo)
-async def get_collection(name: str, service: CollectionService = Depends(get_collection_service)) -> CollectionInfo:
+async def get_collection(
+    name: CollectionName, service: CollectionService = Depends(get_collection_service)
+) -> CollectionInfo:
     return CollectionInfo(**service.describe(name))
 
 
@@ -99,7 +110,7 @@ async def delete_collection(name: str, service: CollectionService = Depends(get_
 
 @router.post("/{name}/reload", response_model=CollectionInfo)
 async def reload_collection(
-    name: str, rebuild: bool = False, service: CollectionService = Depends(get_collection_service)
+    name: CollectionName, rebuild: bool = False, service: CollectionService = Depends(get_collection_service)
 ) -> CollectionInfo:
     """Re-open from disk (after `rrs index`); `rebuild=true` rebuilds the index from the store."""
     return CollectionInfo(**await service.reload(name, rebuild))
@@ -107,7 +118,7 @@ async def reload_collection(
 
 @router.post("/{name}/documents", response_model=UpsertResponse)
 async def upsert_documents(
-    name: str, body: UpsertRequest, service: CollectionService = Depends(get_collection_service)
+    name: CollectionName, body: UpsertRequest, service: CollectionService = Depends(get_collection_service)
 ) -> UpsertResponse:
     """Insert or replace documents; acknowledged only after the write is durable."""
     ids, truncated, unchanged = await service.upsert(name, body.documents)
@@ -116,7 +127,7 @@ async def upsert_documents(
 
 @router.patch("/{name}/documents", response_model=UpdateMetadataResponse)
 async def update_metadata(
-    name: str, body: UpdateMetadataRequest, service: CollectionService = Depends(get_collection_service)
+    name: CollectionName, body: UpdateMetadataRequest, service: CollectionService = Depends(get_collection_service)
 ) -> UpdateMetadataResponse:
     """Change documents' metadata without re-embedding them (ids not stored are listed, not created)."""
     updates = [(d.id, d.metadata) for d in body.documents]
@@ -127,7 +138,7 @@ async def update_metadata(
 
 @router.delete("/{name}/documents", response_model=DeleteDocumentsResponse)
 async def delete_documents(
-    name: str, body: DeleteDocumentsRequest, service: CollectionService = Depends(get_collection_service)
+    name: CollectionName, body: DeleteDocumentsRequest, service: CollectionService = Depends(get_collection_service)
 ) -> DeleteDocumentsResponse:
     """Delete by `ids`, or every document a metadata `filter` matches."""
     deleted = await service.delete_documents(name, body.ids, body.filter)
@@ -149,7 +160,7 @@ def _filter_param(raw: str | None) -> dict[str, Any] | None:
 
 @router.get("/{name}/documents", response_model=DocumentList)
 async def list_documents(
-    name: str,
+    name: CollectionName,
     limit: int = Query(100, description="Documents per page (1..RRS_MAX_DOCUMENTS_PER_UPSERT)."),
     after: str | None = Query(None, description="Start after this id: the previous page's `next_after`."),
     filter: str | None = Query(None, description='Metadata equality filter as JSON, e.g. {"lang": "en"}.'),
@@ -174,7 +185,7 @@ async def list_documents(
 
 @router.get("/{name}/documents/{doc_id:path}", response_model=StoredDocument)
 async def get_document(
-    name: str,
+    name: CollectionName,
     doc_id: str,
     include_vectors: bool = False,
     service: CollectionService = Depends(get_collection_service),
@@ -216,29 +227,31 @@ def _search_response(name: str, model: str, result: SearchResult, rerank_report:
 
 @router.post("/{name}/search", response_model=SearchResponse)
 async def search_collection(
-    name: str,
+    name: CollectionName,
     body: SearchRequest,
     request: Request,
     service: CollectionService = Depends(get_collection_service),
 ) -> Response:
     """Search by `query` text or `vector`; the Server-Timing header splits embed/search/rerank time."""
-    result, rerank_report = await service.search(name, body, request_timings(request))
-    response = _search_response(name, service.collection(name).config.model, result, rerank_report)
+    coll = service.collection(name)  # resolved once: an alias moved meanwhile cannot mislabel the answer
+    result, rerank_report = await service.search(coll.name, body, request_timings(request))
+    response = _search_response(coll.name, coll.config.model, result, rerank_report)
     # Serialised once here: returning the model would validate it a second time (search is hot).
     return Response(response.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{name}/search/batch", response_model=SearchBatchResponse)
 async def search_collection_batch(
-    name: str,
+    name: CollectionName,
     body: SearchBatchRequest,
     request: Request,
     service: CollectionService = Depends(get_collection_service),
 ) -> Response:
     """Many searches in one request: one embedding batch and multi-query index searches; answers as single ones."""
-    answers = await service.search_batch(name, body.searches, request_timings(request))
-    model = service.collection(name).config.model
+    coll = service.collection(name)
+    answers = await service.search_batch(coll.name, body.searches, request_timings(request))
+    model = coll.config.model
     response = SearchBatchResponse(
-        collection=name, model=model, results=[_search_response(name, model, r, rep) for r, rep in answers]
+        collection=coll.name, model=model, results=[_search_response(coll.name, model, r, rep) for r, rep in answers]
     )
     return Response(response.model_dump_json(), media_type="application/json")

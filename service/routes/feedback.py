@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 
 from service.collections import CollectionService
 from service.dependencies import require_api_key
+from service.routes.collections import CollectionName
 from service.routes.collections import get_collection_service as _service
 from service.schemas.common import ERROR_RESPONSES
 from service.schemas.feedback import FeedbackCleared, FeedbackRequest, FeedbackResponse, FeedbackSummary
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/collections", tags=["feedback"], dependencies=AUT
 
 
 @router.post("/{name}/feedback", response_model=FeedbackResponse)
-async def record_feedback(name: str, body: FeedbackRequest,
+async def record_feedback(name: CollectionName, body: FeedbackRequest,
                           service: CollectionService = Depends(_service)) -> FeedbackResponse:
     """Store graded judgments of one query's hits (durable before the response)."""
     query_id, summary = await service.record_feedback(name, body)
@@ -27,10 +28,10 @@ async def record_feedback(name: str, body: FeedbackRequest,
 
 
 @router.get("/{name}/feedback", response_model=FeedbackSummary)
-async def feedback_summary(name: str, service: CollectionService = Depends(_service)) -> FeedbackSummary:
+async def feedback_summary(name: CollectionName, service: CollectionService = Depends(_service)) -> FeedbackSummary:
     return FeedbackSummary(collection=name, **await service.feedback_summary(name))
 
 
 @router.delete("/{name}/feedback", response_model=FeedbackCleared)
-async def clear_feedback(name: str, service: CollectionService = Depends(_service)) -> FeedbackCleared:
+async def clear_feedback(name: CollectionName, service: CollectionService = Depends(_service)) -> FeedbackCleared:
     return FeedbackCleared(collection=name, deleted=await service.clear_feedback(name))

@@ -59,6 +59,7 @@ class CollectionInfo(BaseModel):
     chunk_overlap: int | None = None
     lexical_stemmer: str | None = None
     metadata_indexes: list[str] | None = Field(None, description="Metadata fields indexed for filters.")
+    aliases: list[str] = Field(default_factory=list, description="Aliases that point at this collection.")
     calibrated: bool = False
     created_at: float | None = None
 
