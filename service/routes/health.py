@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -37,4 +38,6 @@ async def metrics(request: Request) -> Response:
     emb = getattr(request.app.state, "embedding", None)
     if emb is not None:
         m.queue_depth.labels("embed").set(emb.batcher.depth)
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    # Off the event loop: the per-collection gauges read each collection's store at scrape time.
+    body = await anyio.to_thread.run_sync(generate_latest, m.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
