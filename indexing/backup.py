@@ -20,7 +20,9 @@ import os
 import re
 import shutil
 import sqlite3
+import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,35 @@ def fill_from_backup(info: dict[str, Any], source: Path, target: Path, name: str
             store.close()
     if info["manifest"]:
         atomic_write(target / "manifest.json", json.dumps(info["manifest"], indent=2, sort_keys=True).encode())
+
+
+def archive(path: Path, root_name: str, block: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
+    """A complete backup folder as an uncompressed tar stream (files under `root_name/`): its exact
+    length, and the bytes, read from disk as they are sent (no temporary archive)."""
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and not p.name.startswith("."))
+    if not (Path(path) / BACKUP_FILE).exists():
+        raise BackupError(f"backup: {path} is incomplete (no {BACKUP_FILE})")
+    sizes = {p: p.stat().st_size for p in files}  # files of a complete backup never change
+    length = sum(512 + -(-n // 512) * 512 for n in sizes.values()) + 1024
+
+    def stream() -> Iterator[bytes]:
+        for p, size in sizes.items():
+            info = tarfile.TarInfo(f"{root_name}/{p.name}")
+            info.size, info.mtime, info.mode = size, int(p.stat().st_mtime), 0o644
+            yield info.tobuf(format=tarfile.USTAR_FORMAT)
+            with open(p, "rb") as fh:
+                sent = 0
+                while sent < size:
+                    data = fh.read(min(block, size - sent))
+                    if not data:
+                        raise BackupError(f"backup: {p} shrank while it was being sent")
+                    sent += len(data)
+                    yield data
+            if size % 512:
+                yield b"\0" * (512 - size % 512)
+        yield b"\0" * 1024  # two empty blocks end a tar archive
+
+    return length, stream()
 
 
 def _copy_sqlite(src: Path, dst: Path) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from indexing.backup import (
     BACKUP_FILE,
     BackupError,
+    archive,
     backup_folder,
     backup_path,
     fill_from_backup,
@@ -295,6 +296,14 @@ class CollectionService:
 
             coll = await self._in_worker(run)
             return self.catalog.describe(coll.name)
+
+    def backup_archive(self, backup_id: str) -> tuple[int, Iterator[bytes]]:
+        """A backup as a tar stream (its length and bytes), to keep a copy off this machine."""
+        with _mapped_errors():
+            path = backup_path(self.backup_root, backup_id)
+            if not (path / BACKUP_FILE).exists():
+                raise NotFound(f"backup {backup_id!r} does not exist")
+            return archive(path, backup_id.replace("/", "-"))
 
     async def delete_backup(self, backup_id: str) -> None:
         with _mapped_errors():

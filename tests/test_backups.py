@@ -3,6 +3,8 @@ concurrent writes, from damaged files, and through the CLI."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 import threading
 import uuid
 from pathlib import Path
@@ -41,7 +43,7 @@ def calibrated(client) -> str:
     client.delete(f"/v1/collections/{name}")
 
 
-def test_a_restored_collection_answers_like_the_original(client, calibrated):
+def test_a_restored_collection_answers_like_the_original(client, calibrated, tmp_path: Path):
     name = f"demo-copy-{uuid.uuid4().hex[:6]}"
     r = client.post(f"/v1/collections/{calibrated}/backups")
     assert r.status_code == 201, r.text
@@ -61,6 +63,20 @@ def test_a_restored_collection_answers_like_the_original(client, calibrated):
     assert _hits(client, name, QUERY) == original  # same hits, scores and calibrated relevance
     lexical = {"query": QUERY["query"], "top_k": 5, "mode": "lexical"}
     assert _hits(client, name, lexical) == _hits(client, calibrated, lexical)
+
+    # The archive carries the backup off the machine: extracted anywhere, it restores there.
+    r = client.get(f"/v1/backups/{info['id']}/archive")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+    assert int(r.headers["content-length"]) == len(r.content)
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        tar.extractall(tmp_path / "offsite", filter="data")
+    (extracted,) = (tmp_path / "offsite").iterdir()
+    checked = read_backup(extracted)  # every file matches its checksum after the trip
+    elsewhere = CollectionCatalog(tmp_path / "elsewhere")
+    copy = elsewhere.adopt("copy", lambda target: fill_from_backup(checked, extracted, target, "copy"))
+    assert copy.store.count() == demo["count"]
+    elsewhere.close()
+    assert client.get("/v1/backups/demo/20200101T000000Z-000000/archive").status_code == 404
 
     # Restoring over an existing collection, an unknown backup, or a malformed id are refused.
     assert client.post(f"/v1/backups/{info['id']}/restore", json={"name": name}).status_code == 409

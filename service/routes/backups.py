@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import StreamingResponse
 
 from service.collections import CollectionService
 from service.dependencies import require_api_key
@@ -36,6 +37,18 @@ async def restore_backup(
 ) -> CollectionInfo:
     """A new collection from the backup; its ANN index is rebuilt from the stored vectors (no re-embedding)."""
     return CollectionInfo(**await service.restore(f"{collection}/{stamp}", body.name))
+
+
+@router.get("/v1/backups/{collection}/{stamp}/archive", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-tar": {}}, "description": "The backup folder as a tar file."}})
+async def download_backup(
+    collection: str, stamp: str, service: CollectionService = Depends(get_collection_service)
+) -> StreamingResponse:
+    """The backup as a tar stream: extract it anywhere, then `rrs restore --backup <folder>`."""
+    length, body = service.backup_archive(f"{collection}/{stamp}")
+    name = f"{collection}-{stamp}.tar"
+    return StreamingResponse(body, media_type="application/x-tar", headers={
+        "content-length": str(length), "content-disposition": f'attachment; filename="{name}"'})
 
 
 @router.delete("/v1/backups/{collection}/{stamp}", status_code=204)
