@@ -30,6 +30,7 @@ _OPERATORS = ("$eq", "$ne", *_COMPARE, "$in", "$nin", "$exists", "$contains")
 MAX_LIST = 1024  # values in one $in / $nin, filters in one $and / $or
 MAX_DEPTH = 8  # nesting of $and / $or
 MAX_COMPOSITE = 4  # fields of one composite metadata index
+ARRAY_INDEX = "[]"  # `tags[]`: an index of the values inside an array field, for `$contains`
 
 
 def check_field(field: Any, where: str) -> str:
@@ -48,12 +49,40 @@ def check_index(spec: Any, where: str) -> str:
     """A metadata index: one field, or up to 4 joined by `+` (a composite index, in that order)."""
     if not isinstance(spec, str):
         raise InvalidDocument(f"{where}: must be a field name, or field names joined by '+'")
+    if spec.endswith(ARRAY_INDEX):  # an array index: one field, not part of a composite
+        check_field(spec[: -len(ARRAY_INDEX)], where)
+        return spec
     parts = spec.split("+")
     if len(parts) > MAX_COMPOSITE or len(set(parts)) != len(parts):
         raise InvalidDocument(f"{where}: a composite index joins 2 to {MAX_COMPOSITE} different fields with '+'")
     for part in parts:
         check_field(part, where)
     return spec
+
+
+def array_triggers(field: str) -> dict[str, str]:
+    """The triggers that keep `array_values` in step with one array field: name -> body.
+
+    They fire in the transaction of every write (upsert: ON CONFLICT DO UPDATE; PATCH; delete), so
+    the rows can never disagree with the documents. Non-arrays (absent, scalar, object) get no rows,
+    as `$contains` holds only for arrays.
+    """
+    path = _path(check_field(field, "field"))
+    rows = (f"INSERT INTO array_values(field, type, value, vid) SELECT '{field}', e.type, e.value, new.vid "
+            f"FROM json_each(new.metadata, {path}) AS e WHERE json_type(new.metadata, {path}) = 'array';")
+    forget = f"DELETE FROM array_values WHERE vid = old.vid AND field = '{field}';"
+    return {
+        "insert": f"AFTER INSERT ON documents BEGIN {rows} END",
+        "update": f"AFTER UPDATE OF metadata ON documents BEGIN {forget} {rows} END",
+        "delete": f"AFTER DELETE ON documents BEGIN {forget} END",
+    }
+
+
+def array_backfill(field: str) -> str:
+    """The `array_values` rows of one field for the documents already stored."""
+    path = _path(check_field(field, "field"))
+    return (f"INSERT INTO array_values(field, type, value, vid) SELECT '{field}', e.type, e.value, d.vid "
+            f"FROM documents AS d, json_each(d.metadata, {path}) AS e WHERE json_type(d.metadata, {path}) = 'array'")
 
 
 def index_columns(spec: str, column: str = "metadata") -> str:
@@ -63,29 +92,35 @@ def index_columns(spec: str, column: str = "metadata") -> str:
     return ", ".join(f"json_extract({column}, {p}), json_type({column}, {p})" for p in paths)
 
 
-def filter_sql(filter_: dict[str, Any]) -> tuple[str, list[Any]]:
-    """An SQL condition on a `documents` row (its `metadata` column) and its parameters."""
+def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset()) -> tuple[str, list[Any]]:
+    """An SQL condition on a `documents` row (its `metadata` column) and its parameters.
+
+    `arrays`: fields with an array index (`array_values` rows kept by triggers): `$contains` on them
+    looks the value up there instead of unpacking every document's array.
+    """
     if not isinstance(filter_, dict):
         raise InvalidDocument("filter: must be an object of field: value pairs")
-    return _all(filter_, "filter", "metadata", 0)
+    return _all(filter_, "filter", "metadata", 0, arrays)
 
 
-def _all(filter_: dict[str, Any], where: str, column: str, depth: int) -> tuple[str, list[Any]]:
+def _all(filter_: dict[str, Any], where: str, column: str, depth: int, arrays: frozenset[str]
+         ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for key, value in filter_.items():
         if key in ("$and", "$or"):
-            sql, p = _combine(key, value, f"{where}.{key}", column, depth)
+            sql, p = _combine(key, value, f"{where}.{key}", column, depth, arrays)
         elif key.startswith("$"):
             raise InvalidDocument(f"{where}: unknown operator {key!r} (at this level: $and, $or, or field names)")
         else:
-            sql, p = _field(key, value, where, column)
+            sql, p = _field(key, value, where, column, arrays)
         clauses.append(sql)
         params += p
     return (" AND ".join(clauses) if clauses else "1"), params
 
 
-def _combine(op: str, value: Any, where: str, column: str, depth: int) -> tuple[str, list[Any]]:
+def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: frozenset[str]
+             ) -> tuple[str, list[Any]]:
     if depth >= MAX_DEPTH:
         raise InvalidDocument(f"{where}: $and/$or nested deeper than {MAX_DEPTH}")
     if not isinstance(value, list) or not value or len(value) > MAX_LIST:
@@ -95,13 +130,13 @@ def _combine(op: str, value: Any, where: str, column: str, depth: int) -> tuple[
     for i, sub in enumerate(value):
         if not isinstance(sub, dict):
             raise InvalidDocument(f"{where}[{i}]: must be an object of field: value pairs")
-        sql, p = _all(sub, f"{where}[{i}]", column, depth + 1)
+        sql, p = _all(sub, f"{where}[{i}]", column, depth + 1, arrays)
         parts.append(f"({sql})")
         params += p
     return "(" + (" AND " if op == "$and" else " OR ").join(parts) + ")", params
 
 
-def _field(key: str, value: Any, where: str, column: str) -> tuple[str, list[Any]]:
+def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str]) -> tuple[str, list[Any]]:
     path = _path(check_field(key, where))
     where = f"{where}.{key}"
     if not isinstance(value, dict):
@@ -127,7 +162,8 @@ def _field(key: str, value: Any, where: str, column: str) -> tuple[str, list[Any
                 raise InvalidDocument(f"{at}: must be true or false")
             sql, p = f"json_type({column}, {path}) IS {'NOT ' if operand else ''}NULL", []
         elif op == "$contains":
-            sql, p = _contains(column, path, _scalar(operand, at))
+            sql, p = (_contains_indexed(key, _scalar(operand, at)) if key in arrays
+                      else _contains(column, path, _scalar(operand, at)))
         else:
             raise InvalidDocument(f"{at}: unknown operator (one of {', '.join(_OPERATORS)})")
         clauses.append(sql)
@@ -195,3 +231,15 @@ def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
     sql = (f"(json_type({column}, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each({column}, {path}) AS e "
            f"WHERE {test}))")
     return sql, params
+
+
+def _contains_indexed(key: str, value: Any) -> tuple[str, list[Any]]:
+    """`$contains` through the array index: the same typed test on the rows its triggers keep."""
+    if value is None:
+        test, params = "a.value IS NULL AND a.type = 'null'", []
+    elif isinstance(value, bool):
+        test, params = "a.value = ? AND a.type = ?", [int(value), "true" if value else "false"]
+    else:
+        kind, operand = _typed(value)
+        test, params = f"a.value = ? AND a.type {kind}", [operand]
+    return f"vid IN (SELECT a.vid FROM array_values AS a WHERE a.field = ? AND {test})", [key, *params]

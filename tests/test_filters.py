@@ -103,6 +103,7 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     s = DocumentStore(Path(tmp_path_factory.mktemp("filters")) / "s.sqlite3", 2)
     if request.param == "indexed":  # before the writes: the indexes are then maintained by every upsert
         assert all(s.create_metadata_index(f) for f in FIELDS)
+        assert all(s.create_metadata_index(f"{f}[]") for f in FIELDS)  # array indexes, for $contains
     s.upsert([Document(f"d{i:03d}", f"text {i}", m) for i, m in enumerate(metas)],
              np.ones((len(metas), 2), dtype=np.float32))
     return s, metas
@@ -152,6 +153,9 @@ def test_sql_matches_the_reference_on_random_filters(store, flt):
     ({"a": {"$exists": False}}, lambda v: v is MISSING),
     ({"a": None}, lambda v: v is None),  # null is present; missing is not null
     ({"tags": {"$contains": "x"}}, lambda v: isinstance(v, list) and "x" in v),
+    ({"a": {"$contains": 1}}, lambda v: isinstance(v, list) and any(_eq(e, 1) for e in v)),  # not true
+    ({"b": {"$contains": True}}, lambda v: isinstance(v, list) and any(e is True for e in v)),  # not 1
+    ({"a": {"$contains": None}}, lambda v: isinstance(v, list) and None in v),
 ])
 def test_named_cases(store, flt, check):
     s, metas = store
@@ -246,4 +250,36 @@ def test_a_composite_index_serves_an_equality_and_a_range_together(tmp_path: Pat
         with pytest.raises(InvalidDocument, match="field"):
             s.create_metadata_index(bad)
     assert s.drop_metadata_index("lang+year") and s.metadata_indexes() == ["lang"]
+    s.close()
+
+
+def test_an_array_index_follows_every_write(tmp_path: Path):
+    """Replacing upserts, metadata PATCHes and deletes keep the array rows equal to the documents."""
+    s = DocumentStore(tmp_path / "arr.sqlite3", 2)
+    rng = np.random.default_rng(11)
+
+    def tags() -> list:
+        return [str(t) for t in rng.choice(["x", "y", "z", "w"], int(rng.integers(0, 4)), replace=False)]
+
+    metas = {f"d{i}": {"tags": tags()} for i in range(60)}
+    s.upsert([Document(i, "t", m) for i, m in metas.items()], np.ones((60, 2), np.float32))
+    assert s.create_metadata_index("tags[]")  # backfilled from the stored documents
+    for i in range(0, 60, 3):  # replace
+        metas[f"d{i}"] = {"tags": tags()}
+    s.upsert([Document(f"d{i}", "t2", metas[f"d{i}"]) for i in range(0, 60, 3)], np.ones((20, 2), np.float32))
+    for i in range(1, 60, 5):  # patch: a scalar, then nothing
+        metas[f"d{i}"] = {"tags": "x"} if i % 2 else {}
+    s.update_metadata([(f"d{i}", metas[f"d{i}"]) for i in range(1, 60, 5)])
+    gone = [f"d{i}" for i in range(2, 60, 7)]
+    s.delete(gone)
+    for doc_id in gone:
+        metas.pop(doc_id)
+    for tag in ("x", "y", "z", "w"):
+        want = sorted(i for i, m in metas.items() if isinstance(m.get("tags"), list) and tag in m["tags"])
+        assert sorted(d.id for d in s.page(1000, None, {"tags": {"$contains": tag}})) == want
+    (rows,) = s._conn.execute("SELECT COUNT(*) FROM array_values").fetchone()
+    assert rows == sum(len(m["tags"]) for m in metas.values() if isinstance(m.get("tags"), list))
+    assert s.drop_metadata_index("tags[]")
+    assert s._conn.execute("SELECT COUNT(*) FROM array_values").fetchone() == (0,)
+    assert s.metadata_indexes() == []
     s.close()

@@ -55,11 +55,12 @@ def test_indexes_change_no_answer_and_are_listed(client, name):
     assert r.status_code == 200 and r.json()["created"] is False  # idempotent
     assert client.put(f"/v1/collections/{name}/metadata_indexes/ok").status_code == 201
     assert client.put(f"/v1/collections/{name}/metadata_indexes/lang+year").status_code == 201  # composite
+    assert client.put(f"/v1/collections/{name}/metadata_indexes/tags[]").status_code == 201  # array values
     assert client.get(f"/v1/collections/{name}").json()["metadata_indexes"] == ["lang", "lang+year", "ok",
-                                                                                "src.site", "year"]
+                                                                                "src.site", "tags[]", "year"]
     with_four = [_hits(client, name, f) for f in FILTERS]
 
-    for field in ("lang", "lang+year", "ok", "src.site", "year"):
+    for field in ("lang", "lang+year", "ok", "src.site", "tags[]", "year"):
         assert client.delete(f"/v1/collections/{name}/metadata_indexes/{field}").status_code == 204
     assert client.get(f"/v1/collections/{name}").json()["metadata_indexes"] == []
     without = [_hits(client, name, f) for f in FILTERS]
