@@ -18,17 +18,17 @@ def backup(
     """Copy a collection's store as of one moment; safe while the server writes to it."""
     from indexing.aliases import resolve
     from indexing.backup import backup_folder
-    from indexing.collection import validate_name
+    from indexing.collection import STORE_FILE, validate_name
     from indexing.errors import IndexingError
     from service.settings import Settings
 
-    settings = Settings()
-    root = Path(data_dir or settings.data_dir) / "collections"
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    root = Path(settings.data_dir) / "collections"
     try:
         name = resolve(root, validate_name(collection))
-        if not (root / name / "store.sqlite3").exists():
+        if not (root / name / STORE_FILE).exists():
             raise IndexingError(f"collection {name!r} does not exist under {root}")
-        backups = out or settings.backup_dir or Path(data_dir or settings.data_dir) / "backups"
+        backups = out or settings.backups_path
         info = backup_folder(root / name, name, backups)
     except (IndexingError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)

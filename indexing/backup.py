@@ -26,13 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from indexing.collection import COLLECTION_NAME, STORE_FILE
 from indexing.errors import IndexingError, InvalidDocument
 from indexing.feedback import FEEDBACK_FILE
-from indexing.snapshot import atomic_write, fsync_dir, read_manifest
+from indexing.snapshot import MANIFEST, atomic_write, fsync_dir, read_manifest
 from indexing.store import DocumentStore
 
 BACKUP_FILE = "backup.json"
-STORE_FILE = "store.sqlite3"
 FORMAT = 1
 STAMP = re.compile(r"^\d{8}T\d{6}Z-\d{6}$")
 # Manifest fields describing the index snapshot; every other field (the calibration) is kept.
@@ -101,8 +101,6 @@ def describe(info: dict[str, Any]) -> dict[str, Any]:
 def backup_path(backups: Path, backup_id: str) -> Path:
     """The folder of backup `<collection>/<stamp>`; a malformed id is refused before any path is built."""
     parts = backup_id.split("/")
-    from indexing.collection import COLLECTION_NAME  # here, not at import: collection imports nothing of ours
-
     if len(parts) != 2 or not COLLECTION_NAME.match(parts[0]) or not STAMP.match(parts[1]):
         raise InvalidDocument(f"backup: {backup_id!r} is not a backup id (<collection>/<YYYYMMDDTHHMMSSZ-micros>)")
     return Path(backups) / parts[0] / parts[1]
@@ -151,7 +149,7 @@ def fill_from_backup(info: dict[str, Any], source: Path, target: Path, name: str
         finally:
             store.close()
     if info["manifest"]:
-        atomic_write(target / "manifest.json", json.dumps(info["manifest"], indent=2, sort_keys=True).encode())
+        atomic_write(target / MANIFEST, json.dumps(info["manifest"], indent=2, sort_keys=True).encode())
 
 
 def archive(path: Path, root_name: str, block: int = 1 << 20) -> tuple[int, Iterator[bytes]]:

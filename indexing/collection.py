@@ -340,13 +340,13 @@ class Collection:
         """Index a metadata field so filters on it read an index instead of every document's metadata;
         False when it was indexed already. Writes wait while a large collection's index is built."""
         check_index(field_name, "field")
-        have = self.store.metadata_indexes()
-        if field_name not in have and len(have) >= MAX_METADATA_INDEXES:
-            raise InvalidDocument(
-                f"field: collection {self.name!r} already has {MAX_METADATA_INDEXES} metadata indexes "
-                "(each one slows every write); drop one first"
-            )
-        with self._lock:
+        with self._lock:  # the count and the creation in one step: two requests cannot both pass the cap
+            have = self.store.metadata_indexes()
+            if field_name not in have and len(have) >= MAX_METADATA_INDEXES:
+                raise InvalidDocument(
+                    f"field: collection {self.name!r} already has {MAX_METADATA_INDEXES} metadata indexes "
+                    "(each one slows every write); drop one first"
+                )
             return self.store.create_metadata_index(field_name)
 
     def drop_metadata_index(self, field_name: str) -> bool:
@@ -694,11 +694,7 @@ class CollectionCatalog:
     def create(self, config: CollectionConfig, metadata_indexes: Sequence[str] = ()) -> Collection:
         validate_name(config.name)
         with self._lock:
-            folder = self.root / config.name
-            if config.name in self._slots or folder.exists():
-                raise CollectionExists(f"name: collection {config.name!r} already exists")
-            if (target := self.aliases.target(config.name)) is not None:
-                raise CollectionExists(f"name: {config.name!r} is an alias (of {target!r}); choose another name")
+            folder = self._free_folder(config.name)
             try:
                 coll = Collection.create(folder, config, self.snapshot_every, self.device, metadata_indexes)
             except BaseException:
@@ -708,6 +704,16 @@ class CollectionCatalog:
                 hook(coll)
             self._slots[config.name] = _Slot(coll)
             return coll
+
+    def _free_folder(self, name: str) -> Path:
+        """The folder of a new collection `name`, refused when a collection or an alias has the name
+        (the caller holds the lock)."""
+        folder = self.root / name
+        if name in self._slots or folder.exists():
+            raise CollectionExists(f"name: collection {name!r} already exists")
+        if (target := self.aliases.target(name)) is not None:
+            raise CollectionExists(f"name: {name!r} is an alias (of {target!r}); choose another name")
+        return folder
 
     def resolve(self, name: str) -> str:
         """The collection `name` means: an alias's target, else the name itself."""
@@ -720,11 +726,7 @@ class CollectionCatalog:
         store. Nothing is left behind when any step fails."""
         validate_name(name)
         with self._lock:
-            folder = self.root / name
-            if name in self._slots or folder.exists():
-                raise CollectionExists(f"name: collection {name!r} already exists")
-            if (target := self.aliases.target(name)) is not None:
-                raise CollectionExists(f"name: {name!r} is an alias (of {target!r}); choose another name")
+            folder = self._free_folder(name)
             partial = self.root / f".adopt-{name}-{time.time_ns()}"
             partial.mkdir()
             try:

@@ -67,9 +67,7 @@ def array_triggers(field: str) -> dict[str, str]:
     the rows can never disagree with the documents. Non-arrays (absent, scalar, object) get no rows,
     as `$contains` holds only for arrays.
     """
-    path = _path(check_field(field, "field"))
-    rows = (f"INSERT INTO array_values(field, type, value, vid) SELECT '{field}', e.type, e.value, new.vid "
-            f"FROM json_each(new.metadata, {path}) AS e WHERE json_type(new.metadata, {path}) = 'array';")
+    rows = _array_rows(field, "new", "") + ";"
     forget = f"DELETE FROM array_values WHERE vid = old.vid AND field = '{field}';"
     return {
         "insert": f"AFTER INSERT ON documents BEGIN {rows} END",
@@ -80,9 +78,14 @@ def array_triggers(field: str) -> dict[str, str]:
 
 def array_backfill(field: str) -> str:
     """The `array_values` rows of one field for the documents already stored."""
+    return _array_rows(field, "d", "documents AS d, ")
+
+
+def _array_rows(field: str, row: str, source: str) -> str:
+    """INSERT of one row per element of `row`'s array `field` (none when it is not an array)."""
     path = _path(check_field(field, "field"))
-    return (f"INSERT INTO array_values(field, type, value, vid) SELECT '{field}', e.type, e.value, d.vid "
-            f"FROM documents AS d, json_each(d.metadata, {path}) AS e WHERE json_type(d.metadata, {path}) = 'array'")
+    return (f"INSERT INTO array_values(field, type, value, vid) SELECT '{field}', e.type, e.value, {row}.vid "
+            f"FROM {source}json_each({row}.metadata, {path}) AS e WHERE json_type({row}.metadata, {path}) = 'array'")
 
 
 def index_columns(spec: str, column: str = "metadata") -> str:
@@ -220,14 +223,19 @@ def _member(column: str, path: str, values: Any, where: str) -> tuple[str, list[
     return "(" + " OR ".join(parts) + ")", params
 
 
-def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
+def _element(alias: str, value: Any) -> tuple[str, list[Any]]:
+    """The typed test of one array element (a `json_each` row or an `array_values` row), value first
+    so the array index's (field, value, type) lookup serves it."""
     if value is None:
-        test, params = "e.type = 'null'", []
-    elif isinstance(value, bool):
-        test, params = "e.type = ?", ["true" if value else "false"]
-    else:
-        kind, operand = _typed(value)
-        test, params = f"e.type {kind} AND e.value = ?", [operand]
+        return f"{alias}.value IS NULL AND {alias}.type = 'null'", []
+    if isinstance(value, bool):
+        return f"{alias}.value = ? AND {alias}.type = ?", [int(value), "true" if value else "false"]
+    kind, operand = _typed(value)
+    return f"{alias}.value = ? AND {alias}.type {kind}", [operand]
+
+
+def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
+    test, params = _element("e", value)
     sql = (f"(json_type({column}, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each({column}, {path}) AS e "
            f"WHERE {test}))")
     return sql, params
@@ -235,11 +243,5 @@ def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
 
 def _contains_indexed(key: str, value: Any) -> tuple[str, list[Any]]:
     """`$contains` through the array index: the same typed test on the rows its triggers keep."""
-    if value is None:
-        test, params = "a.value IS NULL AND a.type = 'null'", []
-    elif isinstance(value, bool):
-        test, params = "a.value = ? AND a.type = ?", [int(value), "true" if value else "false"]
-    else:
-        kind, operand = _typed(value)
-        test, params = f"a.value = ? AND a.type {kind}", [operand]
+    test, params = _element("a", value)
     return f"vid IN (SELECT a.vid FROM array_values AS a WHERE a.field = ? AND {test})", [key, *params]

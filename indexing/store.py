@@ -233,32 +233,27 @@ class DocumentStore:
                  d.embedding_key, int(d.embedding_cut))
                 for i, (vid, d, vec) in enumerate(zip(vids, docs, vectors, strict=True))
             ]
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                old = self._chunk_vids_of(vids)
-                for chunk in _chunks(vids, 500):
-                    self._conn.execute(f"DELETE FROM chunks WHERE doc_vid IN ({','.join('?' * len(chunk))})", chunk)
-                self._conn.executemany(
-                    "INSERT INTO documents(vid, id, text, metadata, vector, seq, embedding_key, embedding_cut) "
-                    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(vid) DO UPDATE SET id=excluded.id, text=excluded.text, "
-                    "metadata=excluded.metadata, vector=excluded.vector, seq=excluded.seq, "
-                    "embedding_key=excluded.embedding_key, embedding_cut=excluded.embedding_cut",
-                    rows,
-                )
-                self._conn.executemany(
-                    "INSERT INTO chunks(vid, doc_vid, part, start, end, vector, seq) VALUES (?,?,?,?,?,?,?)",
-                    [(*row, seq) for row in chunk_rows],
-                )
-                gone = sorted(set(old) - set(add_vids))
-                self._conn.executemany("INSERT INTO tombstones(vid, seq) VALUES (?, ?)", [(v, seq) for v in gone])
-                self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (str(seq),))
-                self._conn.execute("COMMIT")
+                with self._transaction():
+                    old = self._chunk_vids_of(vids)
+                    for chunk in _chunks(vids, 500):
+                        self._conn.execute(f"DELETE FROM chunks WHERE doc_vid IN ({','.join('?' * len(chunk))})", chunk)
+                    self._conn.executemany(
+                        "INSERT INTO documents(vid, id, text, metadata, vector, seq, embedding_key, embedding_cut) "
+                        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(vid) DO UPDATE SET id=excluded.id, text=excluded.text, "
+                        "metadata=excluded.metadata, vector=excluded.vector, seq=excluded.seq, "
+                        "embedding_key=excluded.embedding_key, embedding_cut=excluded.embedding_cut",
+                        rows,
+                    )
+                    self._conn.executemany(
+                        "INSERT INTO chunks(vid, doc_vid, part, start, end, vector, seq) VALUES (?,?,?,?,?,?,?)",
+                        [(*row, seq) for row in chunk_rows],
+                    )
+                    gone = sorted(set(old) - set(add_vids))
+                    self._conn.executemany("INSERT INTO tombstones(vid, seq) VALUES (?, ?)", [(v, seq) for v in gone])
+                    self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (str(seq),))
             except sqlite3.IntegrityError as exc:  # two ids hashing to one vid: astronomically rare
-                self._conn.execute("ROLLBACK")
                 raise InvalidDocument(f"documents: id collides with a stored id ({exc})") from exc
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
         for d, vid in zip(docs, vids, strict=True):
             d.vid = vid
         stacked = np.concatenate(add_vectors) if len(add_vectors) > 1 else vectors
@@ -272,8 +267,7 @@ class DocumentStore:
         """Delete documents by id (unknown ids are ignored) with their chunks, in one transaction."""
         with self._lock:
             seq = self.last_seq + 1
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 removed: list[int] = []
                 for chunk in _chunks(list(ids), 500):
                     marks = ",".join("?" * len(chunk))
@@ -289,10 +283,6 @@ class DocumentStore:
                     "INSERT INTO tombstones(vid, seq) VALUES (?, ?)", [(v, seq) for v in removed + extra]
                 )
                 self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (str(seq),))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
         empty = np.zeros((0, self.dim or 0), dtype=np.float32)
         return Write(removed, seq, np.zeros(0, dtype=np.int64), empty, removed + extra, len(removed))
 
@@ -303,8 +293,7 @@ class DocumentStore:
         Text and vectors do not change, so neither the ANN index nor the lexical index is touched.
         """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 updated: list[str] = []
                 for position, (doc_id, metadata) in enumerate(updates):
                     row = self._conn.execute("SELECT metadata FROM documents WHERE id = ?", (doc_id,)).fetchone()
@@ -318,10 +307,6 @@ class DocumentStore:
                         "UPDATE documents SET metadata = ? WHERE id = ?", (_metadata_json(new, position), doc_id)
                     )
                     updated.append(doc_id)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
         return updated
 
     def delete_matching(self, filter_: dict[str, Any]) -> Write:
@@ -548,10 +533,10 @@ class DocumentStore:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def _filter(self, filter_: dict[str, Any] | None) -> tuple[str, list[Any]]:
         return filter_sql(filter_ or {}, self._arrays())

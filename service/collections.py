@@ -271,7 +271,14 @@ class CollectionService:
     # ---- backups ----
     @property
     def backup_root(self) -> Path:
-        return self.settings.backup_dir or Path(self.settings.data_dir) / "backups"
+        return self.settings.backups_path
+
+    def _backup(self, backup_id: str) -> Path:
+        """The folder of a complete backup; a malformed id is a 400, a missing one a 404."""
+        path = backup_path(self.backup_root, backup_id)
+        if not (path / BACKUP_FILE).exists():
+            raise NotFound(f"backup {backup_id!r} does not exist")
+        return path
 
     async def backup(self, name: str) -> dict[str, Any]:
         """A consistent copy of the collection's store (and feedback log), taken while it serves."""
@@ -286,9 +293,7 @@ class CollectionService:
     async def restore(self, backup_id: str, name: str) -> dict[str, Any]:
         """A new collection `name` from a backup (checked against its checksums first)."""
         with _mapped_errors():
-            path = backup_path(self.backup_root, backup_id)
-            if not path.exists():
-                raise NotFound(f"backup {backup_id!r} does not exist")
+            path = self._backup(backup_id)
 
             def run() -> Collection:
                 info = read_backup(path)
@@ -300,17 +305,11 @@ class CollectionService:
     def backup_archive(self, backup_id: str) -> tuple[int, Iterator[bytes]]:
         """A backup as a tar stream (its length and bytes), to keep a copy off this machine."""
         with _mapped_errors():
-            path = backup_path(self.backup_root, backup_id)
-            if not (path / BACKUP_FILE).exists():
-                raise NotFound(f"backup {backup_id!r} does not exist")
-            return archive(path, backup_id.replace("/", "-"))
+            return archive(self._backup(backup_id), backup_id.replace("/", "-"))
 
     async def delete_backup(self, backup_id: str) -> None:
         with _mapped_errors():
-            path = backup_path(self.backup_root, backup_id)
-            if not (path / BACKUP_FILE).exists():
-                raise NotFound(f"backup {backup_id!r} does not exist")
-            await self._in_worker(shutil.rmtree, path)
+            await self._in_worker(shutil.rmtree, self._backup(backup_id))
 
     # ---- aliases ----
     def aliases(self) -> dict[str, str]:

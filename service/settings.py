@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         30, ge=1, description="On SIGTERM, how long in-flight requests may take to finish before exit."
     )
 
+    @property
+    def backups_path(self) -> Path:
+        """Where backups go: RRS_BACKUP_DIR, else `<data_dir>/backups`."""
+        return self.backup_dir or Path(self.data_dir) / "backups"
+
     @field_validator("api_keys", "read_only_api_keys", "cors_origins", "extra_rerank_models", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

@@ -233,7 +233,7 @@ async def search_collection(
     service: CollectionService = Depends(get_collection_service),
 ) -> Response:
     """Search by `query` text or `vector`; the Server-Timing header splits embed/search/rerank time."""
-    coll = service.collection(name)  # resolved once: an alias moved meanwhile cannot mislabel the answer
+    coll = service.collection(name)  # `name` is resolved already: one lookup for the search and its model
     result, rerank_report = await service.search(coll.name, body, request_timings(request))
     response = _search_response(coll.name, coll.config.model, result, rerank_report)
     # Serialised once here: returning the model would validate it a second time (search is hot).
