@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 
 from indexing.errors import DimensionMismatch, InvalidDocument
+from indexing.slots import SlotTable
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 METRICS = ("cosine", "ip", "l2")
@@ -93,6 +94,14 @@ def build_faiss_index(kind: str, dim: int, metric: str, train: np.ndarray | None
     return index
 
 
+def _last_occurrences(vids: np.ndarray) -> np.ndarray:
+    """True at the last occurrence of each id."""
+    _, first_reversed = np.unique(vids[::-1], return_index=True)
+    last = np.zeros(len(vids), bool)
+    last[len(vids) - 1 - first_reversed] = True
+    return last
+
+
 def default_nprobe(nlist: int) -> int:
     """Lists probed per query: ~1/16 of them (recall@10 >= 0.95 on clustered data), capped for GPU."""
     return int(min(GPU_MAX_K, max(8, nlist // 16)))
@@ -125,9 +134,7 @@ class VectorIndex:
             self._slot_vid[:n] = slot_vids
             self._live[:n] = live
         live_slots = np.flatnonzero(self._live[:n])
-        self._vid_slot: dict[int, int] = dict(
-            zip(self._slot_vid[live_slots].tolist(), live_slots.tolist(), strict=True)
-        )
+        self._vid_slot = SlotTable(self._slot_vid[live_slots], live_slots)
         self._lock = threading.RLock()
         self.ef_search = HNSW_EF_SEARCH  # search-time knobs, per index (benchmarks sweep them)
         self.nprobe = faiss.extract_index_ivf(self.index).nprobe if kind.startswith("ivf") else 0
@@ -146,7 +153,7 @@ class VectorIndex:
         return self.slots - len(self)
 
     def __contains__(self, vid: int) -> bool:
-        return int(vid) in self._vid_slot
+        return bool(self._vid_slot.slots_of(np.array([vid], np.int64))[0] >= 0)
 
     def needs_rebuild(self, requested_kind: str) -> bool:
         """Too many dead slots, or the collection outgrew (or grew into) another kind."""
@@ -187,24 +194,20 @@ class VectorIndex:
             end = self.slots
             self._grow(end)
             self._slot_vid[start:end] = vids
-            self._live[start:end] = True
-            for i, vid in enumerate(vids.tolist()):
-                self._vid_slot[vid] = start + i
+            last = _last_occurrences(vids)  # a repeated id keeps its last vector
+            self._live[start:end] = last
+            self._vid_slot.assign(vids[last], start + np.flatnonzero(last))
             if self._mirror is not None:
                 self._mirror.added(x)
 
     def remove(self, vids: np.ndarray) -> int:
         """Mark vectors dead; returns how many were live."""
-        removed = 0
         with self._lock:
-            for vid in np.asarray(vids, dtype=np.int64).tolist():
-                slot = self._vid_slot.pop(vid, None)
-                if slot is not None:
-                    self._live[slot] = False
-                    removed += 1
-            if removed and self._mirror is not None:
+            freed = self._vid_slot.discard(np.asarray(vids, dtype=np.int64))
+            self._live[freed] = False
+            if len(freed) and self._mirror is not None:
                 self._mirror.live_changed()
-        return removed
+        return len(freed)
 
     def _grow(self, n: int) -> None:
         if n > len(self._slot_vid):
@@ -225,8 +228,8 @@ class VectorIndex:
             mask = None
             if allowed_vids is not None:
                 mask = np.zeros(n, dtype=bool)
-                slots = [self._vid_slot[v] for v in np.asarray(allowed_vids).tolist() if v in self._vid_slot]
-                mask[slots] = True
+                slots = self._vid_slot.slots_of(allowed_vids)
+                mask[slots[slots >= 0]] = True
             elif self.dead:
                 mask = self._live[:n]
             k_eff = int(min(k, n if mask is None else int(mask.sum())))
@@ -270,13 +273,15 @@ class VectorIndex:
             faiss.downcast_index(self.index.storage) if self.kind == "hnsw" else None)
         if not isinstance(storage, faiss.IndexFlat):
             return None
+        vids = np.asarray(vids, dtype=np.int64)
         with self._lock:
-            found = [(v, self._vid_slot[v]) for v in np.asarray(vids, dtype=np.int64).tolist() if v in self._vid_slot]
-            if not found:
+            slots = self._vid_slot.slots_of(vids)
+            held = np.flatnonzero(slots >= 0)
+            if not len(held):
                 return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-            found_vids, slots = (np.asarray(c, dtype=np.int64) for c in zip(*found, strict=True))
+            held = held[np.argsort(slots[held])]  # ascending slots: the gather reads memory in order
             xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(-1, self.dim)
-            return found_vids, xb[slots]  # fancy indexing copies: safe once the lock is released
+            return vids[held], np.take(xb, slots[held], axis=0)  # a copy: safe once the lock is released
 
     # ---- persistence ----
     def live_vids(self) -> np.ndarray:

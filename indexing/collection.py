@@ -32,6 +32,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
+from indexing.filter_plan import EXACT_FILTER_MAX, FilterPlan, first_depth, next_depth
 from indexing.filters import check_index
 from indexing.lexical import TOKENIZERS, LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
@@ -39,7 +40,7 @@ from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, vect
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SEARCH_MODES = ("dense", "lexical", "hybrid")
-EXACT_FILTER_MAX = 20_000  # a filter matching fewer documents is answered by exact search over them
+EXACT_BLOCK = 16_384  # vectors scored per block by exact search (bounds its memory)
 MAX_METADATA_INDEXES = 32  # each one is written on every upsert
 STORE_FILE = "store.sqlite3"
 
@@ -102,6 +103,7 @@ class Nearest:
     doc_vids: np.ndarray
     vids: np.ndarray
     chunks: dict[int, ChunkRef]
+    unfiltered: Nearest | None = None  # a post-filtered search's unfiltered list, deeper than k
 
     def chunk_of(self, vid: int) -> ChunkRef | None:
         return self.chunks.get(vid)
@@ -114,6 +116,7 @@ class SearchResult:
     hits: list[Hit]
     candidates: int
     filtered_count: int | None = None  # documents matching the metadata filter, when one was given
+    filtered_count_exact: bool | None = None  # False: at least `filtered_count` (counting stopped there)
     min_relevance: float | None = None  # the relevance cut applied (request value or fitted default)
     relevance_filtered: int = 0  # candidates removed by that cut
 
@@ -156,6 +159,8 @@ class Collection:
         self._unsnapshotted = 0
         self._feedback: FeedbackLog | None = None
         self._chunked = store.chunk_count() > 0  # some document is stored as several vectors
+        self.exact_filter_max = EXACT_FILTER_MAX  # search knobs (tests and benchmarks move them)
+        self.post_filter = True  # False: a broad filter's matches are read whole, as before post-filtering
 
     @property
     def feedback(self) -> FeedbackLog:
@@ -373,13 +378,15 @@ class Collection:
         fusion_k: int = 60,
         lexical_weight: float = 1.0,
         exclude: Sequence[str] = (),
+        exact_count: bool = False,
     ) -> list[SearchResult]:
         """Top-k documents (joined with text and metadata) for each query.
 
         `mode`: "dense" (the query vectors), "lexical" (BM25 over `text`, one query) or "hybrid"
         (reciprocal rank fusion of the dense and lexical top-`fusion_depth`, the lexical ranks weighted
         by `lexical_weight`, one query). `exclude`: document ids never returned (dense mode; a search
-        by a stored document's own vector leaves that document out).
+        by a stored document's own vector leaves that document out). `exact_count`: count every
+        document the filter matches, however many (by default counting stops at `exact_filter_max`).
         """
         if mode not in SEARCH_MODES:
             raise InvalidDocument(f"mode: one of {', '.join(SEARCH_MODES)}, got {mode!r}")
@@ -387,24 +394,21 @@ class Collection:
             raise InvalidDocument(f"mode: {mode} search needs `query` text")
         if mode == "lexical":
             assert text is not None
-            return [self._lexical(text, top_k, filter_, min_relevance)]
+            return [self._lexical(text, top_k, filter_, min_relevance, exact_count)]
         if query_vectors is None:
             raise InvalidDocument(f"query: {mode} search needs a query vector")
         queries = self.index.prepare(query_vectors)
-        allowed = None
-        matching = None
-        if filter_:
-            allowed, matching = self.store.vids_matching(filter_)
+        plan = self.plan_filter(filter_, exact_count) if filter_ else None
         if mode == "hybrid":
             assert text is not None
-            return [self._hybrid(queries[:1], text, top_k, filter_, allowed, matching, min_relevance,
-                                 fusion_depth, fusion_k, lexical_weight)]
+            return [self._hybrid(queries[:1], text, top_k, plan, min_relevance, fusion_depth, fusion_k,
+                                 lexical_weight)]
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
         skip = {vector_id(doc_id) for doc_id in exclude}
         wide = top_k + len(skip)
-        found = self.nearest(queries, self._depth(wide, allowed), allowed)
+        found = self.nearest(queries, self._depth(wide, plan), plan)
         scores, doc_vids = found.scores[:, :wide], found.doc_vids[:, :wide]
         docs = self.store.get_by_vids(np.unique(doc_vids[doc_vids >= 0]).tolist())
         results = []
@@ -414,20 +418,33 @@ class Collection:
                 for s, v, best in zip(scores[row], doc_vids[row], found.vids[row, :wide], strict=True)
                 if v >= 0 and int(v) not in skip and (d := docs.get(int(v)))
             ][:top_k]
-            results.append(self._relevance_cut(queries[row], hits, self._deep(found, row, allowed), min_relevance,
-                                               matching))
+            results.append(self._relevance_cut(queries[row], hits, self._deep(found, row, plan), min_relevance,
+                                               plan))
         return results
 
-    def _depth(self, k: int, allowed: np.ndarray | None) -> int:
-        """Dense depth: k, or the calibrator's n when it reads this same (unfiltered) list."""
-        return max(k, self.calibrator.n_candidates) if self.calibrator is not None and allowed is None else k
+    def plan_filter(self, filter_: dict[str, Any], exact_count: bool = False) -> FilterPlan:
+        """Read the matches of a filter that has few; of a broad one, only that there are many."""
+        allowed, matching = self.store.vids_matching(filter_, limit=self.exact_filter_max if self.post_filter else None)
+        if matching < self.exact_filter_max or not self.post_filter:
+            return FilterPlan(filter_, matching, True, allowed)
+        if exact_count:
+            return FilterPlan(filter_, self.store.count_matching(filter_), True)
+        return FilterPlan(filter_, matching, False)
 
-    def _deep(self, found: Nearest, row: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """The unfiltered top-n the calibrator reads, when this search produced it."""
-        if self.calibrator is None or allowed is not None:
+    def _depth(self, k: int, plan: FilterPlan | None) -> int:
+        """Dense depth: k, or the calibrator's n when it reads this same (unfiltered) list."""
+        return max(k, self.calibrator.n_candidates) if self.calibrator is not None and plan is None else k
+
+    def _deep(self, found: Nearest, row: int, plan: FilterPlan | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The unfiltered top-n the calibrator reads, when this search produced it (unfiltered, or
+        post-filtered from a deep enough unfiltered list); else the calibrator searches for it."""
+        if self.calibrator is None:
             return None
         n = self.calibrator.n_candidates
-        return found.scores[row, :n], found.vids[row, :n]
+        source = found if plan is None else found.unfiltered
+        if source is None or source.scores.shape[1] < n:
+            return None
+        return source.scores[row, :n], source.vids[row, :n]
 
     def _relevance_cut(
         self,
@@ -435,7 +452,7 @@ class Collection:
         hits: list[Hit],
         deep: tuple[np.ndarray, np.ndarray] | None,
         min_relevance: float | None,
-        matching: int | None,
+        plan: FilterPlan | None,
     ) -> SearchResult:
         """Calibrated relevance on each hit, then the cut (the request's, else the fitted threshold)."""
         candidates = len(hits)
@@ -447,10 +464,12 @@ class Collection:
             if self.calibrator is None:
                 raise InvalidDocument(f"min_relevance: collection {self.name!r} has no relevance calibration fitted")
             hits = [h for h in hits if h.relevance is not None and h.relevance >= cut]
-        return SearchResult(hits, candidates, matching, cut, candidates - len(hits))
+        matching, exact = (None, None) if plan is None else (plan.matching, plan.exact)
+        return SearchResult(hits, candidates, matching, exact, cut, candidates - len(hits))
 
     def _lexical(
-        self, text: str, top_k: int, filter_: dict[str, Any] | None, min_relevance: float | None
+        self, text: str, top_k: int, filter_: dict[str, Any] | None, min_relevance: float | None,
+        exact_count: bool = False,
     ) -> SearchResult:
         """BM25 hits; calibration maps cosine scores, so lexical hits carry no relevance."""
         if min_relevance is not None:
@@ -462,17 +481,19 @@ class Collection:
         docs = self.store.get_by_vids(vids.tolist())
         hits = [Hit(d.id, float(s), d.text, d.metadata, int(v), lexical_score=float(s))
                 for s, v in zip(scores, vids, strict=True) if (d := docs.get(int(v)))]
-        matching = None if not filter_ else self.store.vids_matching(filter_)[1]
-        return SearchResult(hits, len(hits), matching)
+        if not filter_:
+            return SearchResult(hits, len(hits))
+        if exact_count:
+            return SearchResult(hits, len(hits), self.store.count_matching(filter_), True)
+        matching = self.store.count_matching(filter_, limit=self.exact_filter_max)
+        return SearchResult(hits, len(hits), matching, matching < self.exact_filter_max)
 
     def _hybrid(
         self,
         query: np.ndarray,
         text: str,
         top_k: int,
-        filter_: dict[str, Any] | None,
-        allowed: np.ndarray | None,
-        matching: int | None,
+        plan: FilterPlan | None,
         min_relevance: float | None,
         depth: int,
         rrf_k: int,
@@ -485,9 +506,9 @@ class Collection:
         the lexical side found), so calibration reads it as it reads a dense hit's.
         """
         depth = max(depth, top_k)
-        found = self.nearest(query, self._depth(depth, allowed), allowed)
+        found = self.nearest(query, self._depth(depth, plan), plan)
         try:
-            lex_scores, lex_vids = self.store.lexical_search(text, depth, filter_)
+            lex_scores, lex_vids = self.store.lexical_search(text, depth, None if plan is None else plan.filter)
         except LexicalUnavailable as exc:
             raise InvalidDocument(f"mode: {exc}") from None
         fused: dict[int, float] = {}
@@ -511,7 +532,7 @@ class Collection:
                 lexical_score=lexical.get(d), fused_score=fused[d])
             for d in order if (doc := docs.get(d)) and d in dense
         ]
-        return self._relevance_cut(query[0], hits, self._deep(found, 0, allowed), min_relevance, matching)
+        return self._relevance_cut(query[0], hits, self._deep(found, 0, plan), min_relevance, plan)
 
     def _exact_document_scores(self, query: np.ndarray, doc_vids: list[int]) -> dict[int, tuple[float, int]]:
         """(score, best vector id) of each document, its chunks included, from the stored vectors."""
@@ -527,13 +548,20 @@ class Collection:
                 out[owner[vid]] = (float(s), vid)
         return out
 
-    def nearest(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Nearest:
+    def nearest(self, queries: np.ndarray, k: int, plan: FilterPlan | None = None) -> Nearest:
         """The k best documents per query, a document scoring as its best chunk (max over chunks).
 
         A collection without chunked documents is one vector search. Otherwise the vector search is
         widened until each query has k distinct documents (or every allowed vector was ranked).
+        A broad filter (`plan` without its matches read) is applied after an unfiltered search.
         """
         queries = self.index.prepare(queries)
+        if plan is not None and plan.allowed is None:
+            found = self._post_filtered(queries, k, plan)
+            if found is not None:
+                return found
+            plan.allowed = self.store.vids_matching(plan.filter)[0]  # the fallback: read every match
+        allowed = None if plan is None else plan.allowed
         if not self._chunked:
             scores, vids = self._vector_search(queries, k, allowed)
             return Nearest(scores, vids, vids, {})
@@ -561,11 +589,39 @@ class Collection:
                 return Nearest(out_s, out_d, out_v, {v: ref for v, (_, ref) in refs.items()})
             fetch = min(2 * fetch, available)
 
+    def _post_filtered(self, queries: np.ndarray, k: int, plan: FilterPlan) -> Nearest | None:
+        """The k best documents the filter passes, from unfiltered searches deepened until every row
+        has k (see filter_plan); None when the filter passes too few of them to be found this way."""
+        vectors = len(self.index)
+        depth = first_depth(k, plan.matching, vectors)
+        if self.calibrator is not None:  # one list serves both: the calibrator reads the unfiltered top-n
+            depth = min(vectors, max(depth, self.calibrator.n_candidates))
+        while True:
+            found = self.nearest(queries, depth)
+            passing = set(self.store.documents_passing(plan.filter, np.unique(found.doc_vids[found.doc_vids >= 0]))
+                          .tolist())
+            out_s = np.full((len(queries), k), -np.inf, np.float32)
+            out_d = np.full((len(queries), k), -1, np.int64)
+            out_v = np.full((len(queries), k), -1, np.int64)
+            fewest = k
+            for row in range(len(queries)):
+                cols = [c for c, d in enumerate(found.doc_vids[row].tolist()) if d in passing][:k]
+                out_s[row, : len(cols)] = found.scores[row, cols]
+                out_d[row, : len(cols)] = found.doc_vids[row, cols]
+                out_v[row, : len(cols)] = found.vids[row, cols]
+                fewest = min(fewest, len(cols))
+            if fewest == k or depth >= vectors:  # every row has k, or every vector was ranked
+                return Nearest(out_s, out_d, out_v, found.chunks, unfiltered=found)
+            deeper = next_depth(k, depth, fewest, vectors)
+            if deeper is None:
+                return None
+            depth = deeper
+
     def _vector_search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k vectors: exact over a small allowed set, else the ANN index (exact if a probe came back short)."""
-        if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
+        if allowed is not None and len(allowed) < self.exact_filter_max:
             return self._exact_over(queries, allowed, k)
         scores, vids = self.index.search(queries, k, allowed)
         if allowed is not None and (vids < 0).any() and len(allowed) > (vids >= 0).sum(1).min():
@@ -577,8 +633,8 @@ class Collection:
         keeps them uncompressed, else on the store's."""
         out_s = np.full((len(queries), k), -np.inf, np.float32)
         out_v = np.full((len(queries), k), -1, np.int64)
-        for start in range(0, len(vids), EXACT_FILTER_MAX):
-            part = vids[start : start + EXACT_FILTER_MAX]
+        for start in range(0, len(vids), EXACT_BLOCK):
+            part = vids[start : start + EXACT_BLOCK]
             held = self.index.exact_vectors(part)  # from memory when the index keeps them whole
             found, vectors = held if held is not None else self.store.vectors_for(part)
             if not len(found):
@@ -588,8 +644,12 @@ class Collection:
                 sims = -((queries[:, None, :] - x[None, :, :]) ** 2).sum(-1)
             else:
                 sims = queries @ x.T
+            all_v = np.broadcast_to(found, sims.shape)
+            if sims.shape[1] > k:  # keep each row's best k before merging: a partition, not a sort
+                best = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+                sims, all_v = np.take_along_axis(sims, best, 1), np.take_along_axis(all_v, best, 1)
             all_s = np.concatenate([out_s, sims], axis=1)
-            all_v = np.concatenate([out_v, np.broadcast_to(found, sims.shape)], axis=1)
+            all_v = np.concatenate([out_v, all_v], axis=1)
             order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
             out_s = np.take_along_axis(all_s, order, 1)
             out_v = np.take_along_axis(all_v, order, 1)

@@ -489,13 +489,17 @@ class DocumentStore:
             rows = self._conn.execute("SELECT vid FROM tombstones WHERE seq > ?", (seq,)).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
-    def vids_matching(self, filter_: dict[str, Any]) -> tuple[np.ndarray, int]:
+    def vids_matching(self, filter_: dict[str, Any], limit: int | None = None) -> tuple[np.ndarray, int]:
         """Vector ids (documents' and their chunks') of documents the filter matches, and how many
-        documents that is. The filter is evaluated once; chunks are looked up by document."""
+        documents that is. The filter is evaluated once; chunks are looked up by document.
+
+        With `limit`, at most that many documents are read: a count equal to it means "at least".
+        """
         where, params = self._filter(filter_)
+        rows = f"SELECT vid FROM documents WHERE {where}" + ("" if limit is None else f" LIMIT {int(limit)}")
         with self._lock:
             # One text of all ids: 2.4x faster than a row per id when a broad filter matches 160k.
-            (joined,) = self._conn.execute(f"SELECT group_concat(vid) FROM documents WHERE {where}", params).fetchone()
+            (joined,) = self._conn.execute(f"SELECT group_concat(vid) FROM ({rows})", params).fetchone()
             docs = _int_list(joined)
             extra = np.zeros(0, dtype=np.int64)
             if len(docs) and self._conn.execute("SELECT 1 FROM chunks WHERE part > 0 LIMIT 1").fetchone():
@@ -506,6 +510,29 @@ class DocumentStore:
                 ).fetchone()
                 extra = _int_list(joined)
         return np.concatenate([docs, extra]), len(docs)
+
+    def count_matching(self, filter_: dict[str, Any], limit: int | None = None) -> int:
+        """Documents the filter matches (from the index alone when one serves it); with `limit`,
+        counting stops there."""
+        where, params = self._filter(filter_)
+        rows = f"SELECT 1 FROM documents WHERE {where}" + ("" if limit is None else f" LIMIT {int(limit)}")
+        with self._lock:
+            return int(self._conn.execute(f"SELECT count(*) FROM ({rows})", params).fetchone()[0])
+
+    def documents_passing(self, filter_: dict[str, Any], doc_vids: Sequence[int]) -> np.ndarray:
+        """Those of `doc_vids` (documents' vector ids) whose document the filter matches.
+
+        The candidates drive the join (CROSS JOIN fixes the order), so a broad filter is checked on
+        a search's few hundred candidates instead of being read whole from its index.
+        """
+        if not len(doc_vids):
+            return np.zeros(0, np.int64)
+        where, params = self._filter(filter_)
+        sql = (f"SELECT group_concat(vid) FROM json_each(?) AS candidate CROSS JOIN documents "
+               f"ON documents.vid = candidate.value WHERE {where}")
+        with self._lock:
+            (joined,) = self._conn.execute(sql, [json.dumps([int(v) for v in doc_vids]), *params]).fetchone()
+        return _int_list(joined)
 
     # ---- metadata indexes ----
     def metadata_indexes(self) -> list[str]:

@@ -574,7 +574,7 @@ class CollectionService:
         return coll.search(
             qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
             fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
-            exclude=[req.document_id] if req.document_id is not None else (),
+            exclude=[req.document_id] if req.document_id is not None else (), exact_count=req.exact_count,
         )[0]
 
     async def _query_vectors(
@@ -660,14 +660,16 @@ class CollectionService:
             groups: dict[tuple[Any, ...], list[int]] = {}
             for i, req in enumerate(reqs):
                 if req.mode == "dense" and req.document_id is None:
-                    key = (self._depth_of(req), json.dumps(req.filter, sort_keys=True), req.min_relevance)
+                    key = (self._depth_of(req), json.dumps(req.filter, sort_keys=True), req.min_relevance,
+                           req.exact_count)
                     groups.setdefault(key, []).append(i)
                     continue
                 with _named(i):
                     out[i] = self._search_one(coll, req, vectors[i][None] if i in vectors else None)
-            for (k, _, min_relevance), rows in groups.items():
+            for (k, _, min_relevance, exact_count), rows in groups.items():
                 with _named(rows[0]):
-                    found = coll.search(np.stack([vectors[i] for i in rows]), k, reqs[rows[0]].filter, min_relevance)
+                    found = coll.search(np.stack([vectors[i] for i in rows]), k, reqs[rows[0]].filter, min_relevance,
+                                        exact_count=exact_count)
                 for i, result in zip(rows, found, strict=True):
                     out[i] = result
             return [r for r in out if r is not None]

@@ -143,6 +143,13 @@ def test_sql_matches_the_reference_on_random_filters(store, flt):
     assert _run(s, flt) == expected
     vids, count = s.vids_matching(flt)
     assert count == len(expected) and sorted(vids.tolist()) == sorted(d.vid for d in s.get_by_ids(expected))
+    assert s.count_matching(flt) == len(expected)
+    assert s.count_matching(flt, limit=5) == min(5, len(expected))
+    assert s.vids_matching(flt, limit=5)[1] == min(5, len(expected))
+    # A post-filtered search checks only its candidates: every third document here, and one unknown id.
+    candidates = [d.vid for d in s.get_by_ids([f"d{i:03d}" for i in range(0, len(metas), 3)])] + [987654321]
+    passing = {d.vid for d in s.get_by_ids(expected)} & set(candidates)
+    assert sorted(s.documents_passing(flt, candidates).tolist()) == sorted(passing)
 
 
 @pytest.mark.parametrize(("flt", "check"), [

@@ -88,3 +88,29 @@ def test_index_cap(client, name):
     assert r.status_code == 400 and "already has 32 metadata indexes" in r.text
     assert client.put(f"/v1/collections/{name}/metadata_indexes/f3").status_code == 200  # existing: fine
 
+
+
+def test_a_broad_filter_reports_at_least_unless_counted_exactly(client, name):
+    """Past 4,096 matches a filter is post-filtered: the count says "at least", `exact_count` counts."""
+    assert client.post("/v1/collections", json={"name": name, "model": "vectors", "dimension": DIM,
+                                                "index": "flat", "metadata_indexes": ["ok"]}).status_code == 201
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((5000, DIM)).round(4)
+    docs = [{"id": f"d{i}", "vector": vectors[i].tolist(), "metadata": {"ok": i % 10 != 0}} for i in range(5000)]
+    for start in range(0, 5000, 1000):
+        r = client.post(f"/v1/collections/{name}/documents", json={"documents": docs[start:start + 1000]})
+        assert r.status_code == 200, r.text
+    query = {"vector": [1.0] * DIM, "top_k": 5, "filter": {"ok": True}}
+    bounded = client.post(f"/v1/collections/{name}/search", json=query).json()
+    assert (bounded["filtered_count"], bounded["filtered_count_exact"]) == (4096, False)
+    counted = client.post(f"/v1/collections/{name}/search", json={**query, "exact_count": True}).json()
+    assert (counted["filtered_count"], counted["filtered_count_exact"]) == (4500, True)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores = unit @ (np.ones(DIM) / np.sqrt(DIM))
+    want = [f"d{i}" for i in np.argsort(-scores) if i % 10 != 0][:5]
+    assert [h["id"] for h in bounded["hits"]] == [h["id"] for h in counted["hits"]] == want
+    narrow = client.post(f"/v1/collections/{name}/search", json={**query, "filter": {"ok": False}}).json()
+    assert (narrow["filtered_count"], narrow["filtered_count_exact"]) == (500, True)
+    batch = client.post(f"/v1/collections/{name}/search/batch",
+                        json={"searches": [query, {**query, "exact_count": True}]}).json()["results"]
+    assert [(b["filtered_count"], b["filtered_count_exact"]) for b in batch] == [(4096, False), (4500, True)]

@@ -219,6 +219,7 @@ def _search_response(name: str, model: str, result: SearchResult, rerank_report:
         hits=hits,
         candidates=result.candidates,
         filtered_count=result.filtered_count,
+        filtered_count_exact=result.filtered_count_exact,
         min_relevance=result.min_relevance,
         relevance_filtered=result.relevance_filtered,
         rerank=SearchRerankReport(**vars(rerank_report)) if rerank_report is not None else None,

@@ -216,6 +216,11 @@ class SearchRequest(BaseModel):
         1.0, ge=0.0, le=100.0, description="Hybrid mode: weight of the lexical ranking in the fusion (the dense "
         "one weighs 1). Below 1 trusts the embeddings more; `rrs eval --feedback` compares settings on your labels."
     )
+    exact_count: bool = Field(
+        False, description="Count every document `filter` matches in `filtered_count`. By default counting "
+        "stops at 20,000 (`filtered_count_exact` false: at least that many), as a broad filter is searched "
+        "without reading its matches; the exact count reads them all."
+    )
 
 
 class HitChunk(BaseModel):
@@ -249,7 +254,11 @@ class SearchResponse(BaseModel):
     candidates: int = Field(..., description="Hits retrieved before the relevance cut.")
     min_relevance: float | None = Field(None, description="The relevance cut applied, when calibrated.")
     relevance_filtered: int = Field(0, description="Candidates removed by the relevance cut.")
-    filtered_count: int | None = Field(None, description="Documents that matched `filter`.")
+    filtered_count: int | None = Field(
+        None, description="Documents that matched `filter`: exactly, or at least this many when "
+        "`filtered_count_exact` is false (see `exact_count`)."
+    )
+    filtered_count_exact: bool | None = Field(None, description="Whether `filtered_count` is exact (with a filter).")
     rerank: SearchRerankReport | None = Field(None, description="Present when a rerank stage was requested.")
 
 

@@ -1,0 +1,56 @@
+"""How a filtered dense search finds its hits.
+
+A filter matching few documents is answered exactly: their vector ids come out of SQLite and the
+query is scored against just those vectors. A broad one is not worth reading whole (160k ids from
+an index took 65 ms at 200k documents, and the search under their bitmap 50 ms more): the ANN index
+is searched without it, deep enough that k of the candidates should pass, and only those
+candidates are checked against the filter (post-filtering). Depth comes from how many documents
+are known to match, then from how many candidates actually passed; a filter that passes too few
+(one the query's neighbourhood avoids) falls back to reading every match.
+
+Counting stops where reading stops: past `exact_filter_max` matches a search reports "at least"
+that many unless the request asks for the exact count (one more pass over the filter's index).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+EXACT_FILTER_MAX = 4096  # fewer matching documents than this: exact search over them
+POST_FILTER_FIRST_DEPTH = 256  # the first unfiltered search goes at most this deep (unless k needs more)
+POST_FILTER_MAX_DEPTH = 4096  # deeper than this, reading every match is cheaper
+OVERFETCH = 2.0  # search twice the depth the pass rate predicts: rows vary around the average
+
+
+@dataclass
+class FilterPlan:
+    """A metadata filter as one search applies it."""
+
+    filter: dict[str, Any]
+    matching: int  # documents matching: the exact count when `exact`, else at least this many
+    exact: bool
+    allowed: np.ndarray | None = None  # vector ids of every match, once read (few matches, or a fallback)
+
+
+def first_depth(k: int, matching: int, vectors: int) -> int:
+    """The first unfiltered depth: enough for k passing candidates if matches spread like the filter's
+    lower-bound share of the collection, capped so a large collection does not start too deep."""
+    share = max(matching, 1) / max(vectors, 1)
+    wanted = math.ceil(OVERFETCH * k / share)
+    return int(min(vectors, max(k, min(wanted, max(POST_FILTER_FIRST_DEPTH, 2 * k)))))
+
+
+def next_depth(k: int, depth: int, fewest_passed: int, vectors: int) -> int | None:
+    """The next depth after a search of `depth` in which the worst row had `fewest_passed` candidates
+    pass; None when post-filtering should give up (the index is exhausted or it would go too deep)."""
+    if depth >= vectors:
+        return None
+    rate = max(fewest_passed, 0.5) / depth  # no candidate passing: assume half of one did
+    wanted = max(2 * depth, math.ceil(OVERFETCH * k / rate))
+    if wanted > POST_FILTER_MAX_DEPTH:
+        return None
+    return int(min(vectors, wanted))
