@@ -14,6 +14,8 @@ def backup(
     collection: str = typer.Option(..., "--collection", "-c", help="Collection (or alias) to back up."),
     out: Path = typer.Option(None, help="Backups folder (default RRS_BACKUP_DIR, else <data-dir>/backups)."),
     data_dir: Path = typer.Option(None, help="Data directory (default RRS_DATA_DIR, as the server)."),
+    index: bool = typer.Option(True, "--index/--no-index",
+                               help="Keep the ANN index snapshot (restores load it instead of rebuilding)."),
 ) -> None:
     """Copy a collection's store as of one moment; safe while the server writes to it."""
     from indexing.aliases import resolve
@@ -29,7 +31,7 @@ def backup(
         if not (root / name / STORE_FILE).exists():
             raise IndexingError(f"collection {name!r} does not exist under {root}")
         backups = out or settings.backups_path
-        info = backup_folder(root / name, name, backups)
+        info = backup_folder(root / name, name, backups, include_index=index)
     except (IndexingError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -42,7 +44,7 @@ def restore(
     collection: str = typer.Option(..., "--collection", "-c", help="New collection to restore into."),
     data_dir: Path = typer.Option(None, help="Data directory (default RRS_DATA_DIR, as the server)."),
 ) -> None:
-    """Restore a backup as a new collection (checksums checked, index rebuilt from the stored vectors)."""
+    """Restore a backup as a new collection (checksums checked; its index snapshot loaded, else rebuilt)."""
     from indexing.backup import fill_from_backup, read_backup
     from indexing.collection import CollectionCatalog
     from indexing.errors import IndexingError

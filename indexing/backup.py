@@ -7,9 +7,13 @@ one, and `backup.json`: the collection's configuration, what the copy holds, the
 that are not index data (the relevance calibration), and the SHA-256 of each file. `backup.json` is
 written last and the folder renamed into place, so a folder with one is complete.
 
-The ANN index is not copied: it is derived data, rebuilt from the stored vectors on restore (no
-re-embedding; an HNSW index of 200k vectors takes minutes to build, a flat one none). Metadata
-indexes and the lexical index live inside the store and come back with it.
+The ANN index snapshot the collection last wrote is kept too (hard-linked when the backup folder is
+on the same filesystem: a snapshot file is never rewritten, each has a name of its own). It is captured before the
+store is copied, so the copy holds every write the snapshot does, and a restore opens the collection
+the way a restart does: the snapshot loaded, the store's later writes replayed onto it. Without a
+snapshot (`include_index=False`, or a backup of an older format) the restore rebuilds the index from
+the stored vectors instead (no re-embedding, but an HNSW index of 200k vectors takes a minute).
+Metadata indexes and the lexical index live inside the store and come back with it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 from indexing.collection import COLLECTION_NAME, STORE_FILE
 from indexing.errors import IndexingError, InvalidDocument
 from indexing.feedback import FEEDBACK_FILE
-from indexing.snapshot import MANIFEST, atomic_write, fsync_dir, read_manifest
+from indexing.snapshot import MANIFEST, SnapshotError, atomic_write, fsync_dir, read_manifest
 from indexing.store import DocumentStore
 
 BACKUP_FILE = "backup.json"
@@ -44,13 +48,14 @@ class BackupError(IndexingError):
     """A backup is missing, incomplete or does not match its checksums."""
 
 
-def backup_folder(folder: Path, name: str, backups: Path) -> dict[str, Any]:
+def backup_folder(folder: Path, name: str, backups: Path, include_index: bool = True) -> dict[str, Any]:
     """Back up the collection stored in `folder` (served or not) under `backups`; returns its description."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{time.time_ns() // 1000 % 1_000_000:06d}"
     final = Path(backups) / name / stamp
     partial = final.with_name(f".{stamp}.partial")
     partial.mkdir(parents=True)
     try:
+        index = _capture_snapshot(folder, partial) if include_index else None  # before the store: see above
         _copy_sqlite(folder / STORE_FILE, partial / STORE_FILE)
         if (folder / FEEDBACK_FILE).exists():
             _copy_sqlite(folder / FEEDBACK_FILE, partial / FEEDBACK_FILE)
@@ -73,9 +78,12 @@ def backup_folder(folder: Path, name: str, backups: Path) -> dict[str, Any]:
             "store_seq": seq,
             "metadata_indexes": metadata_indexes,
             "manifest": {k: v for k, v in manifest.items() if k not in _SNAPSHOT_KEYS},
+            "index": index,
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
                       for p in (partial / STORE_FILE, partial / FEEDBACK_FILE) if p.exists()},
         }
+        if index is not None:  # the manifest's own checksum of the snapshot: no second read of the file
+            info["files"][index["index_file"]] = {"bytes": index["bytes"], "sha256": index["sha256"]}
         atomic_write(partial / BACKUP_FILE, json.dumps(info, indent=1).encode())
         os.rename(partial, final)
         fsync_dir(final.parent)
@@ -95,6 +103,7 @@ def describe(info: dict[str, Any]) -> dict[str, Any]:
         "bytes": sum(f["bytes"] for f in info["files"].values()),
         "calibrated": bool(info["manifest"].get("calibration")),
         "metadata_indexes": info.get("metadata_indexes", []),
+        "index": None if not info.get("index") else info["index"]["built_kind"],
     }
 
 
@@ -137,19 +146,26 @@ def list_backups(backups: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda b: (b["created_at"], b["id"]))
 
 
-def fill_from_backup(info: dict[str, Any], source: Path, target: Path, name: str) -> None:
-    """Copy a checked backup into the empty folder `target` as collection `name`; the index is built
-    when the collection is opened (with rebuild), and the manifest written here carries the kept fields."""
+def fill_from_backup(info: dict[str, Any], source: Path, target: Path, name: str) -> bool:
+    """Copy a checked backup into the empty folder `target` as collection `name`, with a manifest of
+    the kept fields (and of the index snapshot, when the backup has one). Returns whether it has one:
+    if not, the collection must be opened with its index rebuilt from the store."""
+    index = info.get("index")
     for file_name in info["files"]:
-        shutil.copyfile(source / file_name, target / file_name)
+        if index and file_name == index["index_file"]:
+            _link_or_copy(source / file_name, target / file_name)  # snapshots are never written in place
+        else:
+            shutil.copyfile(source / file_name, target / file_name)
     if info["config"].get("name") != name:
         store = DocumentStore(target / STORE_FILE)
         try:
             store.set_meta("config", json.dumps({**info["config"], "name": name}))
         finally:
             store.close()
-    if info["manifest"]:
-        atomic_write(target / MANIFEST, json.dumps(info["manifest"], indent=2, sort_keys=True).encode())
+    manifest = {**info["manifest"], **({**index, "name": name} if index else {})}
+    if manifest:
+        atomic_write(target / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return bool(index)
 
 
 def archive(path: Path, root_name: str, block: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
@@ -179,6 +195,40 @@ def archive(path: Path, root_name: str, block: int = 1 << 20) -> tuple[int, Iter
         yield b"\0" * 1024  # two empty blocks end a tar archive
 
     return length, stream()
+
+
+def _capture_snapshot(folder: Path, partial: Path, attempts: int = 5) -> dict[str, Any] | None:
+    """Link (or copy) the collection's current index snapshot into `partial`; its manifest fields.
+
+    A snapshot written meanwhile deletes the one just named: then the manifest is read again. A file
+    that was linked is the one the manifest describes, as snapshot names are never reused (restores
+    check it against the manifest's checksum). None when the collection has no readable snapshot
+    (the restore rebuilds instead).
+    """
+    for _ in range(attempts):
+        try:
+            manifest = read_manifest(folder)
+        except SnapshotError:
+            return None
+        if not manifest or not manifest.get("index_file"):
+            return None
+        source, captured = folder / str(manifest["index_file"]), partial / str(manifest["index_file"])
+        try:
+            _link_or_copy(source, captured)
+        except FileNotFoundError:
+            continue
+        return {k: v for k, v in manifest.items() if k in _SNAPSHOT_KEYS}  # names are never reused
+    return None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link, or a copy on another filesystem (an open file survives its unlinking)."""
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _copy_sqlite(src: Path, dst: Path) -> None:

@@ -780,22 +780,25 @@ class CollectionCatalog:
         validate_name(name)
         return self.aliases.target(name) or name
 
-    def adopt(self, name: str, fill: Callable[[Path], None]) -> Collection:
+    def adopt(self, name: str, fill: Callable[[Path], bool]) -> Collection:
         """A new collection `name` from files `fill` writes into an empty folder (a restore): the
-        folder is renamed into place only once filled, then opened with its index rebuilt from the
-        store. Nothing is left behind when any step fails."""
+        folder is renamed into place only once filled, then opened from the index snapshot `fill`
+        wrote (it returns whether it wrote one), else with the index rebuilt from the store; a
+        snapshot that does not load is rebuilt too. Nothing is left behind when any step fails."""
         validate_name(name)
         with self._lock:
             folder = self._free_folder(name)
             partial = self.root / f".adopt-{name}-{time.time_ns()}"
             partial.mkdir()
             try:
-                fill(partial)
+                has_index = fill(partial)
                 partial.rename(folder)
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
-            slot = self._open(name, rebuild=True)
+            slot = self._open(name, rebuild=not has_index)
+            if slot.collection is None and has_index:
+                slot = self._open(name, rebuild=True)
             if slot.collection is None:
                 self._slots.pop(name, None)
                 shutil.rmtree(folder, ignore_errors=True)

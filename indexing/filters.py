@@ -40,7 +40,7 @@ def check_field(field: Any, where: str) -> str:
     return field
 
 
-def _path(field: str) -> str:
+def json_path(field: str) -> str:
     """The field's JSON path as an SQL string literal (safe: `_FIELD` admits no quote)."""
     return "'$." + ".".join(f'"{part}"' for part in field.split(".")) + "'"
 
@@ -83,7 +83,7 @@ def array_backfill(field: str) -> str:
 
 def _array_rows(field: str, row: str, source: str) -> str:
     """INSERT of one row per element of `row`'s array `field` (none when it is not an array)."""
-    path = _path(check_field(field, "field"))
+    path = json_path(check_field(field, "field"))
     return (f"INSERT INTO array_values(field, type, value, vid) SELECT '{field}', e.type, e.value, {row}.vid "
             f"FROM {source}json_each({row}.metadata, {path}) AS e WHERE json_type({row}.metadata, {path}) = 'array'")
 
@@ -91,7 +91,7 @@ def _array_rows(field: str, row: str, source: str) -> str:
 def index_columns(spec: str, column: str = "metadata") -> str:
     """The indexed expressions of a metadata index: each field's value, then its JSON type. In a
     composite index `a+b` an equality on `a` and a range (or equality) on `b` both use it."""
-    paths = [_path(part) for part in check_index(spec, "field").split("+")]
+    paths = [json_path(part) for part in check_index(spec, "field").split("+")]
     return ", ".join(f"json_extract({column}, {p}), json_type({column}, {p})" for p in paths)
 
 
@@ -140,7 +140,7 @@ def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: f
 
 
 def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str]) -> tuple[str, list[Any]]:
-    path = _path(check_field(key, where))
+    path = json_path(check_field(key, where))
     where = f"{where}.{key}"
     if not isinstance(value, dict):
         return _equal(column, path, _scalar(value, where))

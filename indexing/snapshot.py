@@ -1,7 +1,9 @@
 """Atomic, checksummed index snapshots and the manifest that describes them.
 
 A snapshot is one `.npz` file (the serialised FAISS index plus its slot table and live mask) named
-after the store sequence it covers, and `manifest.json` points at it. Both are written to a temp
+after the store sequence it covers and the time it was written, and `manifest.json` points at it. A
+name is never reused, so a file is never replaced under the name a manifest gives it: whoever
+holds a manifest (a backup linking the file) holds exactly the bytes it describes. Both are written to a temp
 file, fsynced, renamed into place, and the directory is fsynced: a crash leaves either the old
 snapshot or the new one, never half of one. The manifest is the last thing written, so it never
 points at a file that is not complete.
@@ -13,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +67,7 @@ def write_snapshot(folder: Path, arrays: dict[str, np.ndarray], manifest: dict[s
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     data = buf.getvalue()
-    name = f"index-{int(manifest['seq']):012d}.npz"
+    name = f"index-{int(manifest['seq']):012d}-{time.time_ns()}.npz"  # unique: a rebuild at the same seq too
     atomic_write(folder / name, data)
     try:
         previous = read_manifest(folder) or {}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import InvalidDocument
+from indexing.facets import FacetValue, facet_queries, merge_counts
 from indexing.filters import ARRAY_INDEX, array_backfill, array_triggers, check_index, filter_sql, index_columns
 from indexing.lexical import LexicalIndex
 
@@ -518,6 +519,17 @@ class DocumentStore:
         rows = f"SELECT 1 FROM documents WHERE {where}" + ("" if limit is None else f" LIMIT {int(limit)}")
         with self._lock:
             return int(self._conn.execute(f"SELECT count(*) FROM ({rows})", params).fetchone()[0])
+
+    def facets(self, field_name: str, filter_: dict[str, Any] | None, limit: int) -> tuple[list[FacetValue], int]:
+        """The `limit` most frequent values of a metadata field among the documents the filter matches
+        (see facets.py), and how many distinct values there are."""
+        where, params = self._filter(filter_)
+        values, elements = facet_queries(field_name, where, field_name in self._arrays())
+        with self._lock:
+            rows = self._conn.execute(values, params).fetchall()
+            if elements is not None:
+                rows += self._conn.execute(elements, [field_name, *params]).fetchall()
+        return merge_counts(rows, limit)
 
     def documents_passing(self, filter_: dict[str, Any], doc_vids: Sequence[int]) -> np.ndarray:
         """Those of `doc_vids` (documents' vector ids) whose document the filter matches.

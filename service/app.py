@@ -21,7 +21,7 @@ from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, TimingMiddleware
 from service.reranking import RerankService
-from service.routes import aliases, backups, calibration, collections, embeddings, feedback, health, rerank
+from service.routes import aliases, backups, calibration, collections, embeddings, facets, feedback, health, rerank
 from service.settings import Settings
 
 log = logging.getLogger("rrs")
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(embeddings.router)
     app.include_router(collections.router)
+    app.include_router(facets.router)
     app.include_router(aliases.router)
     app.include_router(backups.router)
     app.include_router(calibration.router)

@@ -49,6 +49,7 @@ from indexing.errors import (
     InvalidCollectionName,
     InvalidDocument,
 )
+from indexing.facets import FacetValue
 from indexing.feedback import default_query_id
 from indexing.store import Chunk, Document, chunk_vector_id, embedding_key, vector_id
 from service.embedding import EmbeddingService
@@ -280,11 +281,12 @@ class CollectionService:
             raise NotFound(f"backup {backup_id!r} does not exist")
         return path
 
-    async def backup(self, name: str) -> dict[str, Any]:
-        """A consistent copy of the collection's store (and feedback log), taken while it serves."""
+    async def backup(self, name: str, include_index: bool = True) -> dict[str, Any]:
+        """A consistent copy of the collection's store (and feedback log, and index snapshot), taken
+        while it serves."""
         with _mapped_errors():
             coll = self.catalog.get(name)
-            return await self._in_worker(backup_folder, coll.folder, coll.name, self.backup_root)
+            return await self._in_worker(backup_folder, coll.folder, coll.name, self.backup_root, include_index)
 
     def backups(self, collection: str | None = None) -> list[dict[str, Any]]:
         found = list_backups(self.backup_root)
@@ -466,6 +468,20 @@ class CollectionService:
             return await self._in_worker(
                 lambda: self._stored_views(coll, coll.store.get_by_ids(ids), include_vectors)
             )
+
+    async def count(self, name: str, filter_: dict[str, Any] | None) -> int:
+        """Documents the filter matches, counted exactly (searches stop counting at 4,096)."""
+        with _mapped_errors():
+            coll = self.collection(name)
+            return await self._in_worker(coll.store.count_matching, filter_ or {})
+
+    async def facets(
+        self, name: str, field_name: str, filter_: dict[str, Any] | None, limit: int
+    ) -> tuple[list[FacetValue], int]:
+        """The most frequent values of a metadata field among the documents the filter matches."""
+        with _mapped_errors():
+            coll = self.collection(name)
+            return await self._in_worker(coll.store.facets, field_name, filter_, limit)
 
     async def list_documents(
         self, name: str, limit: int, after: str | None, filter_: dict[str, Any] | None, include_vectors: bool

@@ -26,6 +26,8 @@ READ_ONLY_POSTS = frozenset({
     "/v2/rerank",
     "/v1/collections/{name}/search",
     "/v1/collections/{name}/search/batch",
+    "/v1/collections/{name}/count",
+    "/v1/collections/{name}/facets",
 })
 
 

@@ -290,3 +290,41 @@ def test_an_array_index_follows_every_write(tmp_path: Path):
     assert s._conn.execute("SELECT COUNT(*) FROM array_values").fetchone() == (0,)
     assert s.metadata_indexes() == []
     s.close()
+
+
+def _facet_reference(metas: list[dict], field: str, flt: dict) -> dict[tuple[str, Any], int]:
+    """Typed value -> documents holding it, read literally from the facets module docstring."""
+    counts: dict[tuple[str, Any], int] = {}
+    for meta in metas:
+        v = _get(meta, field)
+        if not _holds(meta, flt) or v is MISSING or isinstance(v, dict):
+            continue
+        held = {(_kind(e), e) for e in v if _kind(e) != "other"} if isinstance(v, list) else {(_kind(v), v)}
+        for key in held:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flt=filters, field=st.sampled_from(FIELDS))
+def test_facets_match_the_reference(store, flt, field):
+    s, metas = store
+    want = _facet_reference(metas, field, flt)
+    values, distinct = s.facets(field, flt, 1000)
+    got = {(_kind(f.value), f.value): f.count for f in values}
+    assert got == want and distinct == len(want)
+    counts = [f.count for f in values]
+    assert counts == sorted(counts, reverse=True)
+    top, _ = s.facets(field, flt, 2)
+    assert [f.count for f in top] == counts[:2]
+
+
+def test_facets_keep_types_apart(tmp_path: Path):
+    s = DocumentStore(tmp_path / "s.sqlite3", 2)
+    metas = [{"v": 1}, {"v": 1.0}, {"v": True}, {"v": "1"}, {"v": None}, {"v": [1, 1.0, True]}, {"w": 1},
+             {"v": {"x": 1}}]
+    s.upsert([Document(f"d{i}", "t", m) for i, m in enumerate(metas)], np.ones((len(metas), 2), dtype=np.float32))
+    values, distinct = s.facets("v", None, 10)
+    got = {(_kind(f.value), f.value): f.count for f in values}
+    assert got == {("number", 1): 3, ("bool", True): 2, ("text", "1"): 1, ("null", None): 1} and distinct == 4
+    assert values[0].count == 3 and values[1].count == 2  # most frequent first

@@ -164,3 +164,13 @@ def test_the_depth_rules():
     assert next_depth(10, 256, 0, 10**6) is None  # none passed: reading the matches is cheaper
     assert next_depth(10, 1000, 9, 1000) is None  # every vector was ranked
     assert next_depth(10, 2048, 19, 10**6) == POST_FILTER_MAX_DEPTH  # 2x, up to the ceiling
+
+
+def test_hybrid_search_fuses_the_post_filtered_dense_list(catalog: CollectionCatalog):
+    coll, x = _post_filtering(catalog, 6)
+    q = x[9:10]
+    post = coll.search(q, 10, {"flag": True}, text="text 9", mode="hybrid")[0]
+    coll.exact_filter_max = 10**6
+    exact = coll.search(q, 10, {"flag": True}, text="text 9", mode="hybrid")[0]
+    assert [(h.id, h.fused_score) for h in post.hits] == [(h.id, h.fused_score) for h in exact.hits]
+    assert all(h.metadata["flag"] for h in post.hits) and post.hits[0].id == "d9"

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from service.collections import CollectionService
 from service.dependencies import require_api_key
 from service.routes.collections import CollectionName, get_collection_service
-from service.schemas.backups import BackupInfo, BackupList, RestoreRequest
+from service.schemas.backups import BackupInfo, BackupList, BackupRequest, RestoreRequest
 from service.schemas.collections import CollectionInfo
 from service.schemas.common import ERROR_RESPONSES
 
@@ -17,10 +17,12 @@ router = APIRouter(tags=["collections"], dependencies=[Depends(require_api_key)]
 
 @router.post("/v1/collections/{name}/backups", response_model=BackupInfo, status_code=201)
 async def create_backup(
-    name: CollectionName, service: CollectionService = Depends(get_collection_service)
+    name: CollectionName, body: BackupRequest | None = None,
+    service: CollectionService = Depends(get_collection_service),
 ) -> BackupInfo:
-    """Copy the collection's store as of one moment; writes go on meanwhile (RRS_BACKUP_DIR)."""
-    return BackupInfo(**await service.backup(name))
+    """Copy the collection's store as of one moment, and its index snapshot; writes go on meanwhile
+    (RRS_BACKUP_DIR)."""
+    return BackupInfo(**await service.backup(name, (body or BackupRequest()).include_index))
 
 
 @router.get("/v1/backups", response_model=BackupList)
@@ -35,7 +37,8 @@ async def list_backups(
 async def restore_backup(
     collection: str, stamp: str, body: RestoreRequest, service: CollectionService = Depends(get_collection_service)
 ) -> CollectionInfo:
-    """A new collection from the backup; its ANN index is rebuilt from the stored vectors (no re-embedding)."""
+    """A new collection from the backup: its index snapshot loaded and later writes replayed, or, for a
+    backup without one, the index rebuilt from the stored vectors (no re-embedding)."""
     return CollectionInfo(**await service.restore(f"{collection}/{stamp}", body.name))
 
 

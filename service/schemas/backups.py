@@ -15,6 +15,17 @@ class BackupInfo(BaseModel):
     bytes: int
     calibrated: bool = Field(..., description="Whether the copy carries the collection's relevance calibration.")
     metadata_indexes: list[str] = Field(default_factory=list)
+    index: str | None = Field(
+        None, description="The ANN index kind whose snapshot the backup keeps (a restore loads it); null: "
+        "none kept, a restore rebuilds the index from the stored vectors."
+    )
+
+
+class BackupRequest(BaseModel):
+    include_index: bool = Field(
+        True, description="Keep the ANN index snapshot, so a restore loads it instead of rebuilding the "
+        "index (an HNSW index of 200k vectors: seconds instead of a minute; the backup grows by its size)."
+    )
 
 
 class BackupList(BaseModel):

@@ -278,3 +278,36 @@ class SearchBatchResponse(BaseModel):
 
 class ReloadResponse(BaseModel):
     collection: CollectionInfo
+
+
+class CountRequest(BaseModel):
+    filter: dict[str, Any] | None = Field(
+        None, description="Metadata filter (as in search); none counts every document."
+    )
+
+
+class CountResponse(BaseModel):
+    object: Literal["count"] = "count"
+    collection: str
+    count: int = Field(..., description="Documents the filter matches, exactly (from a metadata index when one "
+                       "serves the filter, else by reading every document's metadata).")
+
+
+class FacetRequest(BaseModel):
+    field: str = Field(..., description="The metadata field to count values of ('a.b' is nested).")
+    filter: dict[str, Any] | None = Field(None, description="Count only documents this filter matches.")
+    limit: int = Field(10, ge=1, le=1000, description="Return this many of the most frequent values.")
+
+
+class FacetValueCount(BaseModel):
+    value: str | int | float | bool | None = Field(..., description="A value, typed as filters compare it.")
+    count: int = Field(..., description="Documents holding it (an array field: holding it as an element).")
+
+
+class FacetResponse(BaseModel):
+    object: Literal["facets"] = "facets"
+    collection: str
+    field: str
+    values: list[FacetValueCount] = Field(..., description="Most frequent first; ties by type, then value.")
+    distinct: int = Field(..., description="How many different values the documents hold (`values` may be "
+                          "fewer: see `limit`).")
