@@ -103,6 +103,7 @@ def plot(result: dict, path: Path) -> None:
                     fontsize=8)
     ax.set_yticks(y, [r["call"] for r in rows], fontsize=8)
     ax.set_xscale("log")
+    ax.set_xlim(right=max(r["scan_ms"] for r in rows) * 8)  # room for the legend
     ax.set_xlabel("ms per call (median, log)")
     ax.legend(fontsize=8, loc="lower right")
     save_figure(fig, path, f"Counts and facets on {result['documents']:,} documents")

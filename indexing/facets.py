@@ -9,7 +9,9 @@ One GROUP BY over the field's value and JSON type does it: on the very expressio
 holds (`index_columns`), so an indexed field is counted from its index without reading a row. An
 array comes out of it as its JSON text, with the number of documents holding exactly that array,
 and its elements are counted from the text. A field with an array index (`tags[]`) has its
-elements counted from the index's rows instead.
+elements counted from the index's rows instead, grouped in the index's order by value and JSON type;
+so there, and only there, an array holding one number both as an integer and as a real (`[1, 1.0]`)
+counts its document twice for that number.
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ class FacetValue:
     count: int
 
 
-def facet_queries(field: str, where: str, array_indexed: bool = False) -> tuple[str, str | None]:
+def facet_queries(
+    field: str, where: str, array_indexed: bool = False, few_matches: bool = False
+) -> tuple[str, str | None]:
     """The value query (taking the filter's parameters) and, for an array-indexed field, the element
-    query (taking the field name, then the filter's parameters unless `where` is the empty filter)."""
+    query (taking the field name, then the filter's parameters unless `where` is the empty filter).
+
+    `few_matches`: the filter matches few documents, so their rows drive the element query (one
+    index lookup each) instead of a walk over every element of the field."""
     path = json_path(check_field(field, "field"))
     value_of, type_of = f"json_extract(metadata, {path})", f"json_type(metadata, {path})"
     skipped = "('object', 'array')" if array_indexed else "('object')"
@@ -39,10 +46,15 @@ def facet_queries(field: str, where: str, array_indexed: bool = False) -> tuple[
               f"WHERE ({where}) AND {type_of} NOT IN {skipped} GROUP BY {value_of}, {type_of}")
     if not array_indexed:
         return values, None
-    kind = "CASE a.type WHEN 'integer' THEN 'real' WHEN 'false' THEN 'true' ELSE a.type END"  # 1 = 1.0
+    if few_matches and where != "1":
+        source = (f"(SELECT vid FROM documents WHERE {where}) AS d CROSS JOIN array_values AS a "
+                  "ON a.vid = d.vid AND a.field = ?")
+        elements = (f"SELECT a.value, a.type, count(DISTINCT a.vid) FROM {source} "
+                    "WHERE a.type NOT IN ('object', 'array') GROUP BY a.value, a.type")
+        return values, elements
     matching = "" if where == "1" else f" AND a.vid IN (SELECT vid FROM documents WHERE {where})"
-    elements = (f"SELECT a.value, {kind}, count(DISTINCT a.vid) FROM array_values AS a "
-                f"WHERE a.field = ?{matching} AND a.type NOT IN ('object', 'array') GROUP BY a.value, {kind}")
+    elements = ("SELECT a.value, a.type, count(DISTINCT a.vid) FROM array_values AS a "  # in the index's order
+                f"WHERE a.field = ?{matching} AND a.type NOT IN ('object', 'array') GROUP BY a.value, a.type")
     return values, elements
 
 

@@ -50,9 +50,11 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_vid);
 CREATE INDEX IF NOT EXISTS chunks_seq ON chunks(seq);
 CREATE TABLE IF NOT EXISTS array_values (field TEXT NOT NULL, type TEXT NOT NULL, value, vid INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS array_values_lookup ON array_values(field, value, type);
+CREATE INDEX IF NOT EXISTS array_values_elements ON array_values(field, value, type, vid);
+DROP INDEX IF EXISTS array_values_lookup;
 CREATE INDEX IF NOT EXISTS array_values_vid ON array_values(vid, field);
 """
+FEW_MATCHES = 4096  # a filter matching fewer documents drives a facet's element lookups
 _META_INDEX = "meta:"  # a metadata index is named after its field: "meta:lang"
 _ARRAY_TRIGGER = "meta[]:"  # an array index is three triggers: "meta[]:tags:insert", ":update", ":delete"
 
@@ -524,11 +526,13 @@ class DocumentStore:
         """The `limit` most frequent values of a metadata field among the documents the filter matches
         (see facets.py), and how many distinct values there are."""
         where, params = self._filter(filter_)
-        values, elements = facet_queries(field_name, where, field_name in self._arrays())
+        indexed = field_name in self._arrays()
+        few = indexed and bool(filter_) and self.count_matching(filter_, limit=FEW_MATCHES) < FEW_MATCHES
+        values, elements = facet_queries(field_name, where, indexed, few)
         with self._lock:
             rows = self._conn.execute(values, params).fetchall()
-            if elements is not None:
-                rows += self._conn.execute(elements, [field_name, *params]).fetchall()
+            if elements is not None:  # parameters in the order each form names them
+                rows += self._conn.execute(elements, [*params, field_name] if few else [field_name, *params]).fetchall()
         return merge_counts(rows, limit)
 
     def documents_passing(self, filter_: dict[str, Any], doc_vids: Sequence[int]) -> np.ndarray:
@@ -633,7 +637,7 @@ class DocumentStore:
                 return False
             self._conn.execute("PRAGMA analysis_limit = 2000")
             for name in fields:
-                target = "array_values_lookup" if name.endswith(ARRAY_INDEX) else f"{_META_INDEX}{name}"
+                target = "array_values_elements" if name.endswith(ARRAY_INDEX) else f"{_META_INDEX}{name}"
                 self._conn.execute(f'ANALYZE "{target}"')
             self.set_meta("analyzed_rows", str(rows))
         return True
