@@ -75,7 +75,7 @@ def _centroids(rng: np.random.Generator) -> np.ndarray:
 def _queries(n: int, seed: int = 0) -> np.ndarray:
     """Queries drawn as the documents of collection `seed` are (around its centroids), as real queries
     land where documents are. Random directions would sit far from every document, where HNSW recall
-    collapses (recall@10 0.3 here, filtered or not) and would measure that instead."""
+    collapses (recall@10 0.3-0.5 for the filtered searches here) and would measure that instead."""
     centroids = _centroids(np.random.default_rng(seed))
     rng = np.random.default_rng(1000 + seed)
     q = centroids[rng.integers(0, len(centroids), n)] + 0.35 * rng.standard_normal((n, DIM)).astype(np.float32)
