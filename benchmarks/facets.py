@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.filtered_search import DIM, _fill
-from benchmarks.reporting import save_figure, write_results
+from benchmarks.reporting import grouped_barh, save_figure, write_results
 from indexing.collection import Collection, CollectionConfig
 
 INDEXED = ["tenant", "lang", "year", "published", "lang+year", "tags", "tags[]"]  # tags: its scalar side
@@ -93,19 +93,12 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = result["rows"][::-1]
+    rows = result["rows"]
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    y = np.arange(len(rows))
-    ax.barh(y + 0.2, [r["scan_ms"] for r in rows], 0.4, label="no metadata index", color="tab:gray")
-    bars = ax.barh(y - 0.2, [r["indexed_ms"] for r in rows], 0.4, label="indexed", color="tab:blue")
-    for bar, r in zip(bars, rows, strict=True):
-        ax.annotate(f" {r['speedup']:.0f}x", (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center",
-                    fontsize=8)
-    ax.set_yticks(y, [r["call"] for r in rows], fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlim(right=max(r["scan_ms"] for r in rows) * 8)  # room for the legend
-    ax.set_xlabel("ms per call (median, log)")
-    ax.legend(fontsize=8, loc="lower right")
+    grouped_barh(ax, [r["call"] for r in rows],
+                 [([r["scan_ms"] for r in rows], "no metadata index", "tab:gray"),
+                  ([r["indexed_ms"] for r in rows], "indexed", "tab:blue")],
+                 [f"{r['speedup']:.0f}x" for r in rows], "ms per call (median, log)", room=8)
     save_figure(fig, path, f"Counts and facets on {result['documents']:,} documents")
 
 

@@ -15,6 +15,26 @@ def save_figure(fig: Any, path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def grouped_barh(ax: Any, labels: list[str], series: list[tuple[list[float], str, str]], notes: list[str],
+                 xlabel: str, room: float) -> None:
+    """Horizontal bars, one group per label (top to bottom as given), one bar per series (values,
+    legend label, colour), with `notes` beside the last series' bars; log x axis, widened by `room`
+    so the notes and the legend fit."""
+    import numpy as np
+
+    y = np.arange(len(labels))[::-1]
+    height = 0.8 / len(series)
+    for i, (values, label, color) in enumerate(series):
+        bars = ax.barh(y + 0.4 - height * (i + 0.5), values, height, label=label, color=color)
+    for bar, note in zip(bars, notes, strict=True):
+        ax.annotate(f" {note}", (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=7)
+    ax.set_yticks(y, [label.replace("$", r"\$") for label in labels], fontsize=8)  # no mathtext
+    ax.set_xscale("log")
+    ax.set_xlim(right=max(max(values) for values, _, _ in series) * room)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7, loc="lower right")
+
+
 def write_results(results: dict, out: Path, plot_path: Path, table: Callable[[dict], str],
                   plot: Callable[[dict, Path], None]) -> None:
     """Results as JSON, the table on stdout, the figure as PNG."""
