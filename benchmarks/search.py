@@ -183,7 +183,8 @@ def endpoint_benchmark(
     for qv in queries:
         q1 = qv[None]
         t0 = time.perf_counter()
-        direct.index.index.search(q1, 10, params=direct.index._search_params(None, 10))
+        raw_index, raw_params = direct.index.faiss_call(None, direct.index.effort(10))
+        raw_index.search(q1, 10, params=raw_params)
         t1 = time.perf_counter()
         direct.search(q1, 10)
         t2 = time.perf_counter()

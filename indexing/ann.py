@@ -16,6 +16,7 @@ import importlib
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -34,8 +35,41 @@ MIN_PQ_TRAIN = 39 * 256  # 8-bit product quantizers want 39 training points per 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+RESCORE_OVERSAMPLE = 4  # IVF-PQ: candidates per hit re-scored on the stored float vectors
+MAX_OVERSAMPLE = 64
+MAX_EF_SEARCH = 32_768  # a per-request efSearch beyond this walks most of any graph: ask for exact instead
 REBUILD_DEAD_FRACTION = 0.25
 _GPU_LOCK = threading.Lock()  # FAISS GPU indexes are not thread-safe, even for reads: one at a time
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Per-search effort, overriding the index's defaults: recall against latency, chosen by the caller.
+
+    `ef`: HNSW beam width (efSearch; at least k is always used); `nprobe`: inverted lists an IVF
+    search visits (capped at the lists there are); `exact`: score every live vector (brute force; the
+    reference an ANN answer is measured against). `rescore` / `oversample`: IVF-PQ ranks
+    k * oversample candidates by their codes, then re-scores them on the stored float vectors (the
+    codes order neighbours coarsely; the floats are exact). A knob the built kind does not have is
+    ignored, so one request works on a collection whatever kind `auto` built.
+    """
+
+    ef: int | None = None
+    nprobe: int | None = None
+    exact: bool = False
+    rescore: bool = True
+    oversample: int | None = None
+
+
+@dataclass(frozen=True)
+class EffortUsed:
+    """What a search actually ran with: the kind searched and its knobs (None where it has none)."""
+
+    kind: str
+    ef: int | None
+    nprobe: int | None
+    exact: bool
+    rescored: int | None = None  # candidates per query re-scored on stored vectors (IVF-PQ)
 
 
 def resolve_kind(kind: str, n: int) -> str:
@@ -218,10 +252,35 @@ class VectorIndex:
             self._live = live
 
     # ---- search ----
+    @property
+    def searches_exactly(self) -> bool:
+        """Whether `SearchParams(exact=True)` is exact on this index: every kind but IVF-PQ, whose
+        codes are lossy (the collection then scores the store's vectors)."""
+        return self.kind != "ivf_pq"
+
+    def effort(self, k: int, params: SearchParams | None = None) -> EffortUsed:
+        """The knobs a top-k search with `params` runs with on this index."""
+        params = params or SearchParams()
+        if self.kind == "flat":
+            return EffortUsed(self.kind, None, None, True)
+        if self.kind == "hnsw":
+            if params.exact:
+                return EffortUsed(self.kind, None, None, True)
+            return EffortUsed(self.kind, max(params.ef or self.ef_search, k), None, False)
+        nlist = faiss.extract_index_ivf(self.index).nlist
+        nprobe = nlist if params.exact else min(params.nprobe or self.nprobe, nlist)
+        return EffortUsed(self.kind, None, nprobe, nprobe >= nlist and self.kind == "ivf_flat")
+
     def search(
-        self, queries: np.ndarray, k: int, allowed_vids: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed_vids: np.ndarray | None = None,
+        params: SearchParams | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, vector ids) per query; -1 ids pad rows with fewer than k live matches."""
+        """Top-k (scores, vector ids) per query; -1 ids pad rows with fewer than k live matches.
+
+        `params.exact` on IVF-PQ probes every list of codes: still approximate (see `searches_exactly`)."""
         q = self.prepare(queries)
         with self._lock:
             n = self.slots
@@ -235,10 +294,12 @@ class VectorIndex:
             k_eff = int(min(k, n if mask is None else int(mask.sum())))
             if k_eff <= 0:
                 return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
-            if self._mirror is not None and k_eff <= GPU_MAX_K:
+            effort = self.effort(k_eff, params)
+            custom = params is not None and params != SearchParams() and self.kind != "flat"
+            if self._mirror is not None and k_eff <= GPU_MAX_K and not custom:
                 scores, slots_found = self._mirror.search(q, k_eff, mask)
-            else:
-                scores, slots_found = self._faiss_search(q, k_eff, mask)
+            else:  # a request's own knobs run on the CPU master, whose knobs are exactly these
+                scores, slots_found = self._faiss_search(q, k_eff, mask, effort)
             vids = np.where(slots_found >= 0, self._slot_vid[np.maximum(slots_found, 0)], -1)
         if self.metric == "l2":
             scores = -scores
@@ -248,23 +309,30 @@ class VectorIndex:
             vids = np.pad(vids, ((0, 0), (0, pad)), constant_values=-1)
         return scores.astype(np.float32), vids.astype(np.int64)
 
-    def _faiss_search(self, q: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        params = self._search_params(mask, k)
-        scores, slots = self.index.search(q, k, params=params)
-        return scores, slots
+    def _faiss_search(
+        self, q: np.ndarray, k: int, mask: np.ndarray | None, effort: EffortUsed | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        index, params = self.faiss_call(mask, effort or self.effort(k))
+        return index.search(q, k, params=params)
 
-    def _search_params(self, mask: np.ndarray | None, k: int) -> faiss.SearchParameters | None:
+    def faiss_call(
+        self, mask: np.ndarray | None, effort: EffortUsed
+    ) -> tuple[faiss.Index, faiss.SearchParameters | None]:
+        """The FAISS index to search and its parameters, for a live/filter mask and an effort."""
         kwargs: dict[str, Any] = {}
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
             selector.referenced_bitmap = bitmap  # keep the buffer alive as long as the selector
             kwargs["sel"] = selector
+        plain = faiss.SearchParameters(**kwargs) if kwargs else None
+        if self.kind == "hnsw" and effort.exact:  # brute force over the graph's own vector storage
+            return faiss.downcast_index(self.index.storage), plain
         if self.kind == "hnsw":
-            return faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k), **kwargs)
+            return self.index, faiss.SearchParametersHNSW(efSearch=effort.ef, **kwargs)
         if self.kind.startswith("ivf"):
-            return faiss.SearchParametersIVF(nprobe=self.nprobe, **kwargs)
-        return faiss.SearchParameters(**kwargs) if kwargs else None
+            return self.index, faiss.SearchParametersIVF(nprobe=effort.nprobe, **kwargs)
+        return self.index, plain
 
     def exact_vectors(self, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The live vectors of `vids` (with their vids) read from memory, when this kind stores them

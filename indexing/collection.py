@@ -16,14 +16,14 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from indexing.aliases import AliasTable
-from indexing.ann import INDEX_KINDS, METRICS, VectorIndex
+from indexing.ann import INDEX_KINDS, METRICS, RESCORE_OVERSAMPLE, EffortUsed, SearchParams, VectorIndex
 from indexing.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -104,6 +104,7 @@ class Nearest:
     vids: np.ndarray
     chunks: dict[int, ChunkRef]
     unfiltered: Nearest | None = None  # a post-filtered search's unfiltered list, deeper than k
+    effort: EffortUsed | None = None  # what the vector search ran with
 
     def chunk_of(self, vid: int) -> ChunkRef | None:
         return self.chunks.get(vid)
@@ -119,6 +120,7 @@ class SearchResult:
     filtered_count_exact: bool | None = None  # False: at least `filtered_count` (counting stopped there)
     min_relevance: float | None = None  # the relevance cut applied (request value or fitted default)
     relevance_filtered: int = 0  # candidates removed by that cut
+    effort: EffortUsed | None = None  # the dense side's index kind and knobs (None for lexical search)
 
 
 class Calibrator(Protocol):
@@ -379,6 +381,7 @@ class Collection:
         lexical_weight: float = 1.0,
         exclude: Sequence[str] = (),
         exact_count: bool = False,
+        params: SearchParams | None = None,
     ) -> list[SearchResult]:
         """Top-k documents (joined with text and metadata) for each query.
 
@@ -387,6 +390,7 @@ class Collection:
         by `lexical_weight`, one query). `exclude`: document ids never returned (dense mode; a search
         by a stored document's own vector leaves that document out). `exact_count`: count every
         document the filter matches, however many (by default counting stops at `exact_filter_max`).
+        `params`: this search's ANN effort (HNSW ef, IVF nprobe, or exact), else the index's defaults.
         """
         if mode not in SEARCH_MODES:
             raise InvalidDocument(f"mode: one of {', '.join(SEARCH_MODES)}, got {mode!r}")
@@ -402,13 +406,13 @@ class Collection:
         if mode == "hybrid":
             assert text is not None
             return [self._hybrid(queries[:1], text, top_k, plan, min_relevance, fusion_depth, fusion_k,
-                                 lexical_weight)]
+                                 lexical_weight, params)]
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
         skip = {vector_id(doc_id) for doc_id in exclude}
         wide = top_k + len(skip)
-        found = self.nearest(queries, self._depth(wide, plan), plan)
+        found = self.nearest(queries, self._depth(wide, plan), plan, params)
         scores, doc_vids = found.scores[:, :wide], found.doc_vids[:, :wide]
         docs = self.store.get_by_vids(np.unique(doc_vids[doc_vids >= 0]).tolist())
         results = []
@@ -419,7 +423,7 @@ class Collection:
                 if v >= 0 and int(v) not in skip and (d := docs.get(int(v)))
             ][:top_k]
             results.append(self._relevance_cut(queries[row], hits, self._deep(found, row, plan), min_relevance,
-                                               plan))
+                                               plan, found.effort))
         return results
 
     def plan_filter(self, filter_: dict[str, Any], exact_count: bool = False) -> FilterPlan:
@@ -453,6 +457,7 @@ class Collection:
         deep: tuple[np.ndarray, np.ndarray] | None,
         min_relevance: float | None,
         plan: FilterPlan | None,
+        effort: EffortUsed | None = None,
     ) -> SearchResult:
         """Calibrated relevance on each hit, then the cut (the request's, else the fitted threshold)."""
         candidates = len(hits)
@@ -465,7 +470,7 @@ class Collection:
                 raise InvalidDocument(f"min_relevance: collection {self.name!r} has no relevance calibration fitted")
             hits = [h for h in hits if h.relevance is not None and h.relevance >= cut]
         matching, exact = (None, None) if plan is None else (plan.matching, plan.exact)
-        return SearchResult(hits, candidates, matching, exact, cut, candidates - len(hits))
+        return SearchResult(hits, candidates, matching, exact, cut, candidates - len(hits), effort)
 
     def _lexical(
         self, text: str, top_k: int, filter_: dict[str, Any] | None, min_relevance: float | None,
@@ -498,6 +503,7 @@ class Collection:
         depth: int,
         rrf_k: int,
         lexical_weight: float = 1.0,
+        params: SearchParams | None = None,
     ) -> SearchResult:
         """Reciprocal rank fusion: each document scores sum(w / (rrf_k + rank)) over the two rankings
         (w = 1 for the dense one, `lexical_weight` for the lexical one).
@@ -506,7 +512,7 @@ class Collection:
         the lexical side found), so calibration reads it as it reads a dense hit's.
         """
         depth = max(depth, top_k)
-        found = self.nearest(query, self._depth(depth, plan), plan)
+        found = self.nearest(query, self._depth(depth, plan), plan, params)
         try:
             lex_scores, lex_vids = self.store.lexical_search(text, depth, None if plan is None else plan.filter)
         except LexicalUnavailable as exc:
@@ -532,7 +538,7 @@ class Collection:
                 lexical_score=lexical.get(d), fused_score=fused[d])
             for d in order if (doc := docs.get(d)) and d in dense
         ]
-        return self._relevance_cut(query[0], hits, self._deep(found, 0, plan), min_relevance, plan)
+        return self._relevance_cut(query[0], hits, self._deep(found, 0, plan), min_relevance, plan, found.effort)
 
     def _exact_document_scores(self, query: np.ndarray, doc_vids: list[int]) -> dict[int, tuple[float, int]]:
         """(score, best vector id) of each document, its chunks included, from the stored vectors."""
@@ -548,7 +554,9 @@ class Collection:
                 out[owner[vid]] = (float(s), vid)
         return out
 
-    def nearest(self, queries: np.ndarray, k: int, plan: FilterPlan | None = None) -> Nearest:
+    def nearest(
+        self, queries: np.ndarray, k: int, plan: FilterPlan | None = None, params: SearchParams | None = None
+    ) -> Nearest:
         """The k best documents per query, a document scoring as its best chunk (max over chunks).
 
         A collection without chunked documents is one vector search. Otherwise the vector search is
@@ -557,18 +565,18 @@ class Collection:
         """
         queries = self.index.prepare(queries)
         if plan is not None and plan.allowed is None:
-            found = self._post_filtered(queries, k, plan)
+            found = self._post_filtered(queries, k, plan, params)
             if found is not None:
                 return found
             plan.allowed = self.store.vids_matching(plan.filter)[0]  # the fallback: read every match
         allowed = None if plan is None else plan.allowed
         if not self._chunked:
-            scores, vids = self._vector_search(queries, k, allowed)
-            return Nearest(scores, vids, vids, {})
+            scores, vids, effort = self._vector_search(queries, k, allowed, params)
+            return Nearest(scores, vids, vids, {}, effort=effort)
         available = len(self.index) if allowed is None else len(allowed)
         fetch = min(max(2 * k, k + 16), max(available, k))
         while True:
-            scores, vids = self._vector_search(queries, fetch, allowed)
+            scores, vids, effort = self._vector_search(queries, fetch, allowed, params)
             refs = self.store.chunk_refs(np.unique(vids[vids >= 0]).tolist())
             out_s = np.full((len(queries), k), -np.inf, np.float32)
             out_d = np.full((len(queries), k), -1, np.int64)
@@ -586,10 +594,12 @@ class Collection:
                     seen.add(doc)
                 short = short or len(seen) < k
             if not short or fetch >= available:
-                return Nearest(out_s, out_d, out_v, {v: ref for v, (_, ref) in refs.items()})
+                return Nearest(out_s, out_d, out_v, {v: ref for v, (_, ref) in refs.items()}, effort=effort)
             fetch = min(2 * fetch, available)
 
-    def _post_filtered(self, queries: np.ndarray, k: int, plan: FilterPlan) -> Nearest | None:
+    def _post_filtered(
+        self, queries: np.ndarray, k: int, plan: FilterPlan, params: SearchParams | None = None
+    ) -> Nearest | None:
         """The k best documents the filter passes, from unfiltered searches deepened until every row
         has k (see filter_plan); None when the filter passes too few of them to be found this way."""
         vectors = len(self.index)
@@ -597,7 +607,7 @@ class Collection:
         if self.calibrator is not None:  # one list serves both: the calibrator reads the unfiltered top-n
             depth = min(vectors, max(depth, self.calibrator.n_candidates))
         while True:
-            found = self.nearest(queries, depth)
+            found = self.nearest(queries, depth, params=params)
             passing = set(self.store.documents_passing(plan.filter, np.unique(found.doc_vids[found.doc_vids >= 0]))
                           .tolist())
             out_s = np.full((len(queries), k), -np.inf, np.float32)
@@ -611,22 +621,56 @@ class Collection:
                 out_v[row, : len(cols)] = found.vids[row, cols]
                 fewest = min(fewest, len(cols))
             if fewest == k or depth >= vectors:  # every row has k, or every vector was ranked
-                return Nearest(out_s, out_d, out_v, found.chunks, unfiltered=found)
+                return Nearest(out_s, out_d, out_v, found.chunks, unfiltered=found, effort=found.effort)
             deeper = next_depth(k, depth, fewest, vectors)
             if deeper is None:
                 return None
             depth = deeper
 
     def _vector_search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k vectors: exact over a small allowed set, else the ANN index (exact if a probe came back short)."""
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, params: SearchParams | None = None
+    ) -> tuple[np.ndarray, np.ndarray, EffortUsed]:
+        """Top-k vectors: exact over a small allowed set, else the ANN index (exact if a probe came back
+        short); with what it ran."""
+        exact = EffortUsed(self.index.kind, None, None, True)
         if allowed is not None and len(allowed) < self.exact_filter_max:
-            return self._exact_over(queries, allowed, k)
-        scores, vids = self.index.search(queries, k, allowed)
-        if allowed is not None and (vids < 0).any() and len(allowed) > (vids >= 0).sum(1).min():
-            scores, vids = self._exact_over(queries, allowed, k)  # an IVF probe missed filtered docs
-        return scores, vids
+            return *self._exact_over(queries, allowed, k), exact
+        if params is not None and params.exact and not self.index.searches_exactly:
+            return *self._exact_over(queries, self.index.live_vids() if allowed is None else allowed, k), exact
+        params = params or SearchParams()
+        fetch = k
+        if self.index.kind == "ivf_pq" and params.rescore and not params.exact:
+            fetch = k * (params.oversample or RESCORE_OVERSAMPLE)
+        scores, vids = self.index.search(queries, fetch, allowed, params)
+        if allowed is not None and (vids[:, :k] < 0).any() and len(allowed) > (vids >= 0).sum(1).min():
+            return *self._exact_over(queries, allowed, k), exact  # an IVF probe missed filtered docs
+        effort = self.index.effort(k, params)
+        if fetch > k:
+            scores, vids = self._rescored(queries, vids, k)
+            effort = replace(effort, rescored=fetch)
+        return scores, vids, effort
+
+    def _rescored(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's best k of its candidates, by exact scores on the stored vectors."""
+        wanted = np.unique(candidates[candidates >= 0])
+        found, vectors = self.store.vectors_for(wanted.tolist())
+        order = np.argsort(found)
+        found, x = found[order], self.index.prepare(vectors[order]) if len(found) else vectors
+        out_s = np.full((len(queries), k), -np.inf, np.float32)
+        out_v = np.full((len(queries), k), -1, np.int64)
+        for row, cand in enumerate(candidates):
+            cand = cand[cand >= 0]
+            pos = np.searchsorted(found, cand)
+            held = pos < len(found)
+            held[held] = found[pos[held]] == cand[held]  # a candidate the store no longer holds is dropped
+            cand, pos = cand[held], pos[held]
+            if self.config.metric == "l2":
+                sims = -((x[pos] - queries[row]) ** 2).sum(1)
+            else:
+                sims = x[pos] @ queries[row]
+            best = np.argsort(-sims, kind="stable")[:k]
+            out_s[row, : len(best)], out_v[row, : len(best)] = sims[best], cand[best]
+        return out_s, out_v
 
     def _exact_over(self, queries: np.ndarray, vids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k restricted to `vids` (filters lose nothing), on the index's own vectors when it

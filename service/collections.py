@@ -22,6 +22,7 @@ import anyio
 import faiss
 import numpy as np
 
+from indexing.ann import SearchParams
 from indexing.backup import (
     BACKUP_FILE,
     BackupError,
@@ -72,6 +73,12 @@ DEMO_CORPUS = Path(__file__).parent / "demo" / "demo_corpus.jsonl"
 
 # The rerank cascade's seam: (query text, hits, stage) -> (reordered hits with rerank_score, report).
 RerankStage = Callable[[str, list[Hit], SearchRerank], Awaitable[tuple[list[Hit], Any]]]
+
+
+def _params_of(req: SearchRequest) -> SearchParams | None:
+    """The request's ANN effort as the index layer takes it (hashable: batch searches group by it)."""
+    p = req.search_params
+    return None if p is None else SearchParams(p.ef, p.nprobe, p.exact, p.rescore, p.oversample)
 
 
 @contextmanager
@@ -569,6 +576,8 @@ class CollectionService:
         if req.mode != "dense" and req.query is None:
             given = "a `vector`" if req.vector is not None else "a `document_id`"
             raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not {given}")
+        if req.mode == "lexical" and req.search_params is not None:
+            raise InvalidRequest("search_params: lexical search reads no ANN index (use mode dense or hybrid)")
         if req.vector is not None and len(req.vector) != coll.config.dim:
             raise InvalidRequest(f"vector: expected dimension {coll.config.dim}, got {len(req.vector)}")
         if req.query is not None and req.mode != "lexical":
@@ -591,6 +600,7 @@ class CollectionService:
             qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
             fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
             exclude=[req.document_id] if req.document_id is not None else (), exact_count=req.exact_count,
+            params=_params_of(req),
         )[0]
 
     async def _query_vectors(
@@ -651,7 +661,8 @@ class CollectionService:
         self, name: str, reqs: list[SearchRequest], timings: StageTimings | None = None
     ) -> list[tuple[SearchResult, Any]]:
         """Many searches of one collection in one call: every query text embedded in one batch, and the
-        dense searches that share top_k, filter and min_relevance run as one multi-query index search.
+        dense searches that share top_k, filter, min_relevance, exact_count and search_params run as one
+        multi-query index search.
 
         Each answer equals the single search's; an invalid search fails the whole batch, naming it.
         """
@@ -677,15 +688,15 @@ class CollectionService:
             for i, req in enumerate(reqs):
                 if req.mode == "dense" and req.document_id is None:
                     key = (self._depth_of(req), json.dumps(req.filter, sort_keys=True), req.min_relevance,
-                           req.exact_count)
+                           req.exact_count, _params_of(req))
                     groups.setdefault(key, []).append(i)
                     continue
                 with _named(i):
                     out[i] = self._search_one(coll, req, vectors[i][None] if i in vectors else None)
-            for (k, _, min_relevance, exact_count), rows in groups.items():
+            for (k, _, min_relevance, exact_count, params), rows in groups.items():
                 with _named(rows[0]):
                     found = coll.search(np.stack([vectors[i] for i in rows]), k, reqs[rows[0]].filter, min_relevance,
-                                        exact_count=exact_count)
+                                        exact_count=exact_count, params=params)
                 for i, result in zip(rows, found, strict=True):
                     out[i] = result
             return [r for r in out if r is not None]

@@ -23,6 +23,7 @@ from service.schemas.collections import (
     SearchBatchRequest,
     SearchBatchResponse,
     SearchHit,
+    SearchParamsUsed,
     SearchRequest,
     SearchRerankReport,
     SearchResponse,
@@ -223,6 +224,10 @@ def _search_response(name: str, model: str, result: SearchResult, rerank_report:
         min_relevance=result.min_relevance,
         relevance_filtered=result.relevance_filtered,
         rerank=SearchRerankReport(**vars(rerank_report)) if rerank_report is not None else None,
+        search_params=None if result.effort is None else SearchParamsUsed(
+            index=result.effort.kind, ef=result.effort.ef, nprobe=result.effort.nprobe, exact=result.effort.exact,
+            rescored=result.effort.rescored,
+        ),
     )
 
 

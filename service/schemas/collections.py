@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexing.ann import MAX_EF_SEARCH, MAX_OVERSAMPLE, RESCORE_OVERSAMPLE
 
 
 class CreateCollectionRequest(BaseModel):
@@ -186,6 +188,44 @@ class SearchRerankReport(BaseModel):
     seconds: float = 0.0
 
 
+class SearchParams(BaseModel):
+    """This search's ANN effort: recall against latency (docs/COLLECTIONS.md, "Search effort")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ef: int | None = Field(
+        None, ge=1, le=MAX_EF_SEARCH, description="HNSW beam width (efSearch; default 128, at least top_k is "
+        "used): wider finds more of the true nearest neighbours, slower. Ignored by other index kinds."
+    )
+    nprobe: int | None = Field(
+        None, ge=1, le=1_000_000, description="IVF lists visited (default about 1/16 of them; capped at the "
+        "lists there are). Ignored by other index kinds."
+    )
+    exact: bool = Field(
+        False, description="Score every document (brute force): the true top_k, at the cost of reading all "
+        "vectors. Collections below 50k documents (`auto`) are exact already."
+    )
+    rescore: bool = Field(
+        True, description="IVF-PQ: re-score the candidates on the stored float vectors (exact scores, better "
+        "order); false ranks by the compressed codes alone. Ignored by other index kinds."
+    )
+    oversample: int | None = Field(
+        None, ge=1, le=MAX_OVERSAMPLE, description=f"IVF-PQ with `rescore`: candidates re-scored per hit "
+        f"(default {RESCORE_OVERSAMPLE}: top_k * {RESCORE_OVERSAMPLE} read from the store)."
+    )
+
+
+class SearchParamsUsed(BaseModel):
+    """What the dense search ran with."""
+
+    index: str = Field(..., description="The index kind searched: flat, hnsw, ivf_flat or ivf_pq.")
+    ef: int | None = Field(None, description="HNSW efSearch used (null unless an approximate HNSW search).")
+    nprobe: int | None = Field(None, description="IVF lists visited (null unless an IVF search).")
+    exact: bool = Field(..., description="Whether the hits are the exact top_k (flat index, `exact`, every IVF "
+                        "list of an ivf_flat index, or a filter matching few enough documents to score them all).")
+    rescored: int | None = Field(None, description="Candidates re-scored on stored vectors (IVF-PQ), else null.")
+
+
 class SearchRequest(BaseModel):
     query: str | None = Field(None, description="Query text (embedded with input_type=query).")
     vector: list[float] | None = Field(None, description="A query vector instead of `query` text.")
@@ -218,8 +258,12 @@ class SearchRequest(BaseModel):
     )
     exact_count: bool = Field(
         False, description="Count every document `filter` matches in `filtered_count`. By default counting "
-        "stops at 20,000 (`filtered_count_exact` false: at least that many), as a broad filter is searched "
+        "stops at 4,096 (`filtered_count_exact` false: at least that many), as a broad filter is searched "
         "without reading its matches; the exact count reads them all."
+    )
+    search_params: SearchParams | None = Field(
+        None, description="ANN effort of this search (HNSW `ef`, IVF `nprobe`, or `exact`); the index's defaults "
+        "when omitted. Dense and hybrid modes."
     )
 
 
@@ -260,6 +304,9 @@ class SearchResponse(BaseModel):
     )
     filtered_count_exact: bool | None = Field(None, description="Whether `filtered_count` is exact (with a filter).")
     rerank: SearchRerankReport | None = Field(None, description="Present when a rerank stage was requested.")
+    search_params: SearchParamsUsed | None = Field(
+        None, description="The index kind and knobs the dense search ran with (null in lexical mode)."
+    )
 
 
 class SearchBatchRequest(BaseModel):
