@@ -34,6 +34,7 @@ from indexing.errors import (
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
 from indexing.filter_plan import EXACT_FILTER_MAX, FilterPlan, first_depth, next_depth
 from indexing.filters import check_index
+from indexing.grouping import GROUP_MAX_DEPTH, GROUP_OVERFETCH, Group, Grouping, group_depth, members, pick
 from indexing.lexical import TOKENIZERS, LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
 from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, vector_id
@@ -121,6 +122,7 @@ class SearchResult:
     min_relevance: float | None = None  # the relevance cut applied (request value or fitted default)
     relevance_filtered: int = 0  # candidates removed by that cut
     effort: EffortUsed | None = None  # the dense side's index kind and knobs (None for lexical search)
+    groups: list[tuple[Any, list[str]]] | None = None  # grouped searches: (value, member ids) in rank order
 
 
 class Calibrator(Protocol):
@@ -382,6 +384,7 @@ class Collection:
         exclude: Sequence[str] = (),
         exact_count: bool = False,
         params: SearchParams | None = None,
+        group: Grouping | None = None,
     ) -> list[SearchResult]:
         """Top-k documents (joined with text and metadata) for each query.
 
@@ -391,6 +394,8 @@ class Collection:
         by a stored document's own vector leaves that document out). `exact_count`: count every
         document the filter matches, however many (by default counting stops at `exact_filter_max`).
         `params`: this search's ANN effort (HNSW ef, IVF nprobe, or exact), else the index's defaults.
+        `group`: return the best `top_k` groups of documents sharing a metadata value, `group.size`
+        hits each (grouping.py); `hits` then holds their members in group order.
         """
         if mode not in SEARCH_MODES:
             raise InvalidDocument(f"mode: one of {', '.join(SEARCH_MODES)}, got {mode!r}")
@@ -398,7 +403,7 @@ class Collection:
             raise InvalidDocument(f"mode: {mode} search needs `query` text")
         if mode == "lexical":
             assert text is not None
-            return [self._lexical(text, top_k, filter_, min_relevance, exact_count)]
+            return [self._lexical(text, top_k, filter_, min_relevance, exact_count, group)]
         if query_vectors is None:
             raise InvalidDocument(f"query: {mode} search needs a query vector")
         queries = self.index.prepare(query_vectors)
@@ -406,11 +411,13 @@ class Collection:
         if mode == "hybrid":
             assert text is not None
             return [self._hybrid(queries[:1], text, top_k, plan, min_relevance, fusion_depth, fusion_k,
-                                 lexical_weight, params)]
+                                 lexical_weight, params, group)]
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
         skip = {vector_id(doc_id) for doc_id in exclude}
+        if group is not None:
+            return self._grouped(queries, top_k, plan, min_relevance, params, skip, group)
         wide = top_k + len(skip)
         found = self.nearest(queries, self._depth(wide, plan), plan, params)
         scores, doc_vids = found.scores[:, :wide], found.doc_vids[:, :wide]
@@ -424,6 +431,37 @@ class Collection:
             ][:top_k]
             results.append(self._relevance_cut(queries[row], hits, self._deep(found, row, plan), min_relevance,
                                                plan, found.effort))
+        return results
+
+    def _grouped(
+        self, queries: np.ndarray, groups: int, plan: FilterPlan | None, min_relevance: float | None,
+        params: SearchParams | None, skip: set[int], group: Grouping,
+    ) -> list[SearchResult]:
+        """Dense grouped search: candidates deepened until every query's groups are full (or the index
+        has no more, or `GROUP_MAX_DEPTH`), then each group's members as hits."""
+        depth = group_depth(groups, group.size)
+        while True:
+            wide = depth + len(skip)
+            found = self.nearest(queries, self._depth(wide, plan), plan, params)
+            ranked = [[d for d in found.doc_vids[row, :wide].tolist() if d >= 0 and d not in skip]
+                      for row in range(len(queries))]
+            keys = self.store.group_keys(sorted({d for r in ranked for d in r}), group.field)
+            picked = [pick(r, keys, groups, group.size) for r in ranked]
+            done = all(complete or len(r) + len(skip) < wide for (_, complete), r in zip(picked, ranked, strict=True))
+            if done or depth >= GROUP_MAX_DEPTH:
+                break
+            depth = min(GROUP_MAX_DEPTH, depth * GROUP_OVERFETCH)
+        chosen_vids = [members(chosen) for chosen, _ in picked]
+        docs = self.store.get_by_vids(sorted({v for vids in chosen_vids for v in vids}))
+        results = []
+        for row, ((chosen, _), vids) in enumerate(zip(picked, chosen_vids, strict=True)):
+            col = {d: c for c, d in reversed(list(enumerate(found.doc_vids[row].tolist())))}
+            hits = [Hit(d.id, float(found.scores[row, col[v]]), d.text, d.metadata, v,
+                        chunk=found.chunk_of(int(found.vids[row, col[v]])))
+                    for v in vids if (d := docs.get(v))]
+            result = self._relevance_cut(queries[row], hits, self._deep(found, row, plan), min_relevance, plan,
+                                         found.effort)
+            results.append(_with_groups(result, chosen, docs))
         return results
 
     def plan_filter(self, filter_: dict[str, Any], exact_count: bool = False) -> FilterPlan:
@@ -474,24 +512,34 @@ class Collection:
 
     def _lexical(
         self, text: str, top_k: int, filter_: dict[str, Any] | None, min_relevance: float | None,
-        exact_count: bool = False,
+        exact_count: bool = False, group: Grouping | None = None,
     ) -> SearchResult:
-        """BM25 hits; calibration maps cosine scores, so lexical hits carry no relevance."""
+        """BM25 hits; calibration maps cosine scores, so lexical hits carry no relevance. Grouped: the
+        groups of the BM25 top `GROUP_MAX_DEPTH` at most (one ranking, read once)."""
         if min_relevance is not None:
             raise InvalidDocument("min_relevance: lexical search has no calibrated relevance (use mode hybrid)")
+        depth = top_k if group is None else GROUP_MAX_DEPTH
         try:
-            scores, vids = self.store.lexical_search(text, top_k, filter_)
+            scores, vids = self.store.lexical_search(text, depth, filter_)
         except LexicalUnavailable as exc:
             raise InvalidDocument(f"mode: {exc}") from None
+        chosen: list[Group] | None = None
+        if group is not None:
+            ranked = vids.tolist()
+            chosen = pick(ranked, self.store.group_keys(ranked, group.field), top_k, group.size)[0]
+            by_vid = {int(v): float(sc) for sc, v in zip(scores, vids, strict=True)}
+            vids = np.asarray(members(chosen), np.int64)
+            scores = np.asarray([by_vid[int(v)] for v in vids], np.float32)
         docs = self.store.get_by_vids(vids.tolist())
         hits = [Hit(d.id, float(s), d.text, d.metadata, int(v), lexical_score=float(s))
                 for s, v in zip(scores, vids, strict=True) if (d := docs.get(int(v)))]
-        if not filter_:
-            return SearchResult(hits, len(hits))
-        if exact_count:
-            return SearchResult(hits, len(hits), self.store.count_matching(filter_), True)
-        matching = self.store.count_matching(filter_, limit=self.exact_filter_max)
-        return SearchResult(hits, len(hits), matching, matching < self.exact_filter_max)
+        result = SearchResult(hits, len(hits))
+        if filter_ and exact_count:
+            result.filtered_count, result.filtered_count_exact = self.store.count_matching(filter_), True
+        elif filter_:
+            matching = self.store.count_matching(filter_, limit=self.exact_filter_max)
+            result.filtered_count, result.filtered_count_exact = matching, matching < self.exact_filter_max
+        return result if chosen is None else _with_groups(result, chosen, docs)
 
     def _hybrid(
         self,
@@ -504,14 +552,16 @@ class Collection:
         rrf_k: int,
         lexical_weight: float = 1.0,
         params: SearchParams | None = None,
+        group: Grouping | None = None,
     ) -> SearchResult:
         """Reciprocal rank fusion: each document scores sum(w / (rrf_k + rank)) over the two rankings
         (w = 1 for the dense one, `lexical_weight` for the lexical one).
 
         Every fused hit keeps its cosine `score` (exact, from the stored vectors, for documents only
-        the lexical side found), so calibration reads it as it reads a dense hit's.
+        the lexical side found), so calibration reads it as it reads a dense hit's. Grouped: the groups
+        of the fused list, both rankings read `group_depth` deep (one pass, not deepened).
         """
-        depth = max(depth, top_k)
+        depth = max(depth, top_k if group is None else group_depth(top_k, group.size))
         found = self.nearest(query, self._depth(depth, plan), plan, params)
         try:
             lex_scores, lex_vids = self.store.lexical_search(text, depth, None if plan is None else plan.filter)
@@ -528,7 +578,13 @@ class Collection:
         lexical = {int(v): float(s) for s, v in zip(lex_scores, lex_vids, strict=True)}
         for rank, doc in enumerate(lexical):
             fused[doc] = fused.get(doc, 0.0) + lexical_weight / (rrf_k + rank + 1)
-        order = sorted(fused, key=lambda d: -fused[d])[:top_k]
+        order = sorted(fused, key=lambda d: -fused[d])
+        chosen: list[Group] | None = None
+        if group is None:
+            order = order[:top_k]
+        else:
+            chosen = pick(order, self.store.group_keys(order, group.field), top_k, group.size)[0]
+            order = members(chosen)
         dense.update(self._exact_document_scores(query[0], [d for d in order if d not in dense]))
         exact_refs = self.store.chunk_refs([dense[d][1] for d in order if d in dense])
         refs = {**found.chunks, **{vid: ref for vid, (_, ref) in exact_refs.items()}}
@@ -538,7 +594,8 @@ class Collection:
                 lexical_score=lexical.get(d), fused_score=fused[d])
             for d in order if (doc := docs.get(d)) and d in dense
         ]
-        return self._relevance_cut(query[0], hits, self._deep(found, 0, plan), min_relevance, plan, found.effort)
+        result = self._relevance_cut(query[0], hits, self._deep(found, 0, plan), min_relevance, plan, found.effort)
+        return result if chosen is None else _with_groups(result, chosen, docs)
 
     def _exact_document_scores(self, query: np.ndarray, doc_vids: list[int]) -> dict[int, tuple[float, int]]:
         """(score, best vector id) of each document, its chunks included, from the stored vectors."""
@@ -714,6 +771,14 @@ class Collection:
             "chunks": self.store.chunk_count(),
             "metadata_indexes": self.metadata_indexes(),
         }
+
+
+def _with_groups(result: SearchResult, chosen: list[Group], docs: dict[int, Document]) -> SearchResult:
+    """The groups of a grouped search, holding the members that survived the relevance cut."""
+    kept = {h.vid for h in result.hits}
+    groups = [(g.value, [docs[v].id for v in g.vids if v in kept]) for g in chosen]
+    result.groups = [(value, ids) for value, ids in groups if ids]
+    return result
 
 
 def _index_fields(fields: Sequence[str]) -> list[str]:

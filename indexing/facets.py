@@ -65,15 +65,21 @@ def merge_counts(rows: list[tuple[Any, str, int]], limit: int) -> tuple[list[Fac
     """
     counts: dict[tuple[str, Any], int] = {}
     for raw, json_type, n in rows:
-        if json_type == "array":
-            for key in {_typed(e) for e in json.loads(raw) if not isinstance(e, (dict, list))}:
-                counts[key] = counts.get(key, 0) + n
-            continue
-        kind = _KIND[json_type]
-        value = None if kind == "null" else bool(raw) if kind == "bool" else raw  # JSON true/false read as 1/0
-        counts[(kind, value)] = counts.get((kind, value), 0) + n
+        for key in typed_values(raw, json_type):
+            counts[key] = counts.get(key, 0) + n
     order = sorted(counts.items(), key=lambda item: (-item[1], item[0][0], str(item[0][1])))
     return [FacetValue(value, n) for (_, value), n in order[:limit]], len(counts)
+
+
+def typed_values(raw: Any, json_type: str | None) -> list[tuple[str, Any]]:
+    """The (kind, value) keys one document holds for a field, from SQLite's `json_extract` and
+    `json_type` of it: none when absent or an object, each distinct scalar element of an array."""
+    if json_type is None or json_type == "object":
+        return []
+    if json_type == "array":
+        return list(dict.fromkeys(_typed(e) for e in json.loads(raw) if not isinstance(e, (dict, list))))
+    kind = _KIND[json_type]
+    return [(kind, None if kind == "null" else bool(raw) if kind == "bool" else raw)]  # JSON true/false read as 1/0
 
 
 def _typed(value: Any) -> tuple[str, Any]:

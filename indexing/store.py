@@ -21,8 +21,17 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import InvalidDocument
-from indexing.facets import FacetValue, facet_queries, merge_counts
-from indexing.filters import ARRAY_INDEX, array_backfill, array_triggers, check_index, filter_sql, index_columns
+from indexing.facets import FacetValue, facet_queries, merge_counts, typed_values
+from indexing.filters import (
+    ARRAY_INDEX,
+    array_backfill,
+    array_triggers,
+    check_field,
+    check_index,
+    filter_sql,
+    index_columns,
+    json_path,
+)
 from indexing.lexical import LexicalIndex
 
 _SCHEMA = """
@@ -534,6 +543,20 @@ class DocumentStore:
             if elements is not None:  # parameters in the order each form names them
                 rows += self._conn.execute(elements, [*params, field_name] if few else [field_name, *params]).fetchall()
         return merge_counts(rows, limit)
+
+    def group_keys(self, doc_vids: Sequence[int], field_name: str) -> dict[int, list[tuple[str, Any]]]:
+        """Each document's typed values of a metadata field (see grouping.py), read by vector id."""
+        path = json_path(check_field(field_name, "group_by"))
+        out: dict[int, list[tuple[str, Any]]] = {}
+        with self._lock:
+            for chunk in _chunks([int(v) for v in doc_vids], 500):
+                marks = ",".join("?" * len(chunk))
+                for vid, raw, json_type in self._conn.execute(
+                    f"SELECT vid, json_extract(metadata, {path}), json_type(metadata, {path}) FROM documents "
+                    f"WHERE vid IN ({marks})", chunk
+                ):
+                    out[vid] = typed_values(raw, json_type)
+        return out
 
     def documents_passing(self, filter_: dict[str, Any], doc_vids: Sequence[int]) -> np.ndarray:
         """Those of `doc_vids` (documents' vector ids) whose document the filter matches.

@@ -52,6 +52,8 @@ from indexing.errors import (
 )
 from indexing.facets import FacetValue
 from indexing.feedback import default_query_id
+from indexing.filters import check_field
+from indexing.grouping import Grouping
 from indexing.store import Chunk, Document, chunk_vector_id, embedding_key, vector_id
 from service.embedding import EmbeddingService
 from service.errors import (
@@ -79,6 +81,10 @@ def _params_of(req: SearchRequest) -> SearchParams | None:
     """The request's ANN effort as the index layer takes it (hashable: batch searches group by it)."""
     p = req.search_params
     return None if p is None else SearchParams(p.ef, p.nprobe, p.exact, p.rescore, p.oversample)
+
+
+def _grouping_of(req: SearchRequest) -> Grouping | None:
+    return None if req.group_by is None else Grouping(req.group_by, req.group_size)
 
 
 @contextmanager
@@ -576,6 +582,13 @@ class CollectionService:
         if req.mode != "dense" and req.query is None:
             given = "a `vector`" if req.vector is not None else "a `document_id`"
             raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not {given}")
+        if req.group_by is not None:
+            try:
+                check_field(req.group_by, "group_by")
+            except InvalidDocument as exc:
+                raise InvalidRequest(str(exc)) from None
+            if req.rerank is not None:
+                raise InvalidRequest("group_by: not combined with `rerank` (reranking reorders hits across groups)")
         if req.mode == "lexical" and req.search_params is not None:
             raise InvalidRequest("search_params: lexical search reads no ANN index (use mode dense or hybrid)")
         if req.vector is not None and len(req.vector) != coll.config.dim:
@@ -600,7 +613,7 @@ class CollectionService:
             qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
             fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
             exclude=[req.document_id] if req.document_id is not None else (), exact_count=req.exact_count,
-            params=_params_of(req),
+            params=_params_of(req), group=_grouping_of(req),
         )[0]
 
     async def _query_vectors(
@@ -688,15 +701,15 @@ class CollectionService:
             for i, req in enumerate(reqs):
                 if req.mode == "dense" and req.document_id is None:
                     key = (self._depth_of(req), json.dumps(req.filter, sort_keys=True), req.min_relevance,
-                           req.exact_count, _params_of(req))
+                           req.exact_count, _params_of(req), _grouping_of(req))
                     groups.setdefault(key, []).append(i)
                     continue
                 with _named(i):
                     out[i] = self._search_one(coll, req, vectors[i][None] if i in vectors else None)
-            for (k, _, min_relevance, exact_count, params), rows in groups.items():
+            for (k, _, min_relevance, exact_count, params, grouping), rows in groups.items():
                 with _named(rows[0]):
                     found = coll.search(np.stack([vectors[i] for i in rows]), k, reqs[rows[0]].filter, min_relevance,
-                                        exact_count=exact_count, params=params)
+                                        exact_count=exact_count, params=params, group=grouping)
                 for i, result in zip(rows, found, strict=True):
                     out[i] = result
             return [r for r in out if r is not None]

@@ -68,6 +68,17 @@ def test_demo_search_carries_calibrated_relevance_and_cuts_at_the_shipped_thresh
         assert all(abs(a["relevance"] - b["relevance"]) < 1e-4 for a, b in pairs)
         assert empty["hits"] == [] and empty["relevance_filtered"] == 5
 
+        # Grouped: the cut removes members, and a group left with none; what is left keeps group order.
+        grouped = _search(client, "how far does light travel in a year", top_k=3, group_by="topic", group_size=3)
+        assert [h["id"] for h in grouped["hits"]] == ["astronomy-02"]
+        assert grouped["groups"] == [{"value": "astronomy", "ids": ["astronomy-02"]}]
+        assert grouped["relevance_filtered"] == grouped["candidates"] - 1 and grouped["candidates"] > 3
+        every = _search(client, "how far does light travel in a year", top_k=3, group_by="topic", group_size=3,
+                        min_relevance=0)
+        topics = {h["id"]: h["metadata"]["topic"] for h in every["hits"]}
+        assert len(every["groups"]) == 3 and len({g["value"] for g in every["groups"]}) == 3
+        assert all(len(g["ids"]) <= 3 and {topics[i] for i in g["ids"]} == {g["value"]} for g in every["groups"])
+
 
 def test_demo_without_the_shipped_calibration_then_with_it_after_a_restart(server_factory, tmp_path) -> None:
     data = tmp_path / "demo-data"

@@ -22,6 +22,7 @@ from service.schemas.collections import (
     MetadataIndexResponse,
     SearchBatchRequest,
     SearchBatchResponse,
+    SearchGroup,
     SearchHit,
     SearchParamsUsed,
     SearchRequest,
@@ -224,6 +225,7 @@ def _search_response(name: str, model: str, result: SearchResult, rerank_report:
         min_relevance=result.min_relevance,
         relevance_filtered=result.relevance_filtered,
         rerank=SearchRerankReport(**vars(rerank_report)) if rerank_report is not None else None,
+        groups=None if result.groups is None else [SearchGroup(value=v, ids=ids) for v, ids in result.groups],
         search_params=None if result.effort is None else SearchParamsUsed(
             index=result.effort.kind, ef=result.effort.ef, nprobe=result.effort.nprobe, exact=result.effort.exact,
             rescored=result.effort.rescored,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexing.ann import MAX_EF_SEARCH, MAX_OVERSAMPLE, RESCORE_OVERSAMPLE
+from indexing.grouping import GROUP_MAX_DEPTH, MAX_GROUP_SIZE
 
 
 class CreateCollectionRequest(BaseModel):
@@ -265,6 +266,13 @@ class SearchRequest(BaseModel):
         None, description="ANN effort of this search (HNSW `ef`, IVF `nprobe`, or `exact`); the index's defaults "
         "when omitted. Dense and hybrid modes."
     )
+    group_by: str | None = Field(
+        None, description="A metadata field ('a.b' is nested): return the best `top_k` groups of documents sharing "
+        "its value, `group_size` hits each, instead of the best `top_k` hits (`groups` in the answer). A document "
+        "without the field is in no group; an array puts it in each element's group. Candidates are read up to "
+        f"{GROUP_MAX_DEPTH:,} deep. Not combined with `rerank`."
+    )
+    group_size: int = Field(1, ge=1, le=MAX_GROUP_SIZE, description="Hits per group, with `group_by`.")
 
 
 class HitChunk(BaseModel):
@@ -290,6 +298,11 @@ class SearchHit(BaseModel):
     chunk: HitChunk | None = Field(None, description="Present when the document is stored as several chunks.")
 
 
+class SearchGroup(BaseModel):
+    value: str | int | float | bool | None = Field(..., description="The group's value of `group_by`.")
+    ids: list[str] = Field(..., description="Its members among `hits`, best first.")
+
+
 class SearchResponse(BaseModel):
     object: Literal["search_result"] = "search_result"
     collection: str
@@ -306,6 +319,10 @@ class SearchResponse(BaseModel):
     rerank: SearchRerankReport | None = Field(None, description="Present when a rerank stage was requested.")
     search_params: SearchParamsUsed | None = Field(
         None, description="The index kind and knobs the dense search ran with (null in lexical mode)."
+    )
+    groups: list[SearchGroup] | None = Field(
+        None, description="With `group_by`: the groups, best first (by their best member); `hits` then holds their "
+        "members in this order, each once."
     )
 
 
