@@ -438,8 +438,10 @@ class Collection:
         params: SearchParams | None, skip: set[int], group: Grouping,
     ) -> list[SearchResult]:
         """Dense grouped search: candidates deepened until every query's groups are full (or the index
-        has no more, or `GROUP_MAX_DEPTH`), then each group's members as hits."""
+        has no more, or `GROUP_MAX_DEPTH`), then each group's members as hits. With a metadata index on
+        the field, groups the first search opened are completed by one search filtered to their values."""
         depth = group_depth(groups, group.size)
+        indexed = group.field in self.metadata_indexes()
         while True:
             wide = depth + len(skip)
             found = self.nearest(queries, self._depth(wide, plan), plan, params)
@@ -447,22 +449,49 @@ class Collection:
                       for row in range(len(queries))]
             keys = self.store.group_keys(sorted({d for r in ranked for d in r}), group.field)
             picked = [pick(r, keys, groups, group.size) for r in ranked]
+            opened = [len(chosen) == groups or len(r) + len(skip) < wide
+                      for (chosen, _), r in zip(picked, ranked, strict=True)]
+            if indexed and all(opened):
+                break  # every group is known: the filtered search below completes them
             done = all(complete or len(r) + len(skip) < wide for (_, complete), r in zip(picked, ranked, strict=True))
             if done or depth >= GROUP_MAX_DEPTH:
                 break
             depth = min(GROUP_MAX_DEPTH, depth * GROUP_OVERFETCH)
+        scored = [_scored(found, row) for row in range(len(queries))]
+        if indexed:
+            for row, (chosen, complete) in enumerate(picked):
+                if not complete and chosen:
+                    scored[row].update(self._complete_groups(queries[row], chosen, group, plan, params, skip))
         chosen_vids = [members(chosen) for chosen, _ in picked]
         docs = self.store.get_by_vids(sorted({v for vids in chosen_vids for v in vids}))
         results = []
         for row, ((chosen, _), vids) in enumerate(zip(picked, chosen_vids, strict=True)):
-            col = {d: c for c, d in reversed(list(enumerate(found.doc_vids[row].tolist())))}
-            hits = [Hit(d.id, float(found.scores[row, col[v]]), d.text, d.metadata, v,
-                        chunk=found.chunk_of(int(found.vids[row, col[v]])))
+            hits = [Hit(d.id, scored[row][v][0], d.text, d.metadata, v, chunk=scored[row][v][1])
                     for v in vids if (d := docs.get(v))]
             result = self._relevance_cut(queries[row], hits, self._deep(found, row, plan), min_relevance, plan,
                                          found.effort)
             results.append(_with_groups(result, chosen, docs))
         return results
+
+    def _complete_groups(
+        self, query: np.ndarray, chosen: list[Group], group: Grouping, plan: FilterPlan | None,
+        params: SearchParams | None, skip: set[int],
+    ) -> dict[int, tuple[float, ChunkRef | None]]:
+        """Fill the short groups (in place) from one search filtered to their values (read from the
+        field's metadata index); returns the candidates' (score, matched chunk)."""
+        short = [g for g in chosen if len(g.vids) < group.size]
+        in_groups: dict[str, Any] = {group.field: {"$in": [g.value for g in short]}}
+        if f"{group.field}[]" in self.metadata_indexes():  # array elements, from the array index
+            in_groups = {"$or": [in_groups, *({group.field: {"$contains": g.value}} for g in short)]}
+        flt = in_groups if plan is None else {"$and": [plan.filter, in_groups]}
+        sub = self.plan_filter(flt)
+        k = min(GROUP_MAX_DEPTH, max(sub.matching, 1)) + len(skip)
+        near = self.nearest(query[None, :], k, sub, params)
+        ranked = [d for d in near.doc_vids[0].tolist() if d >= 0 and d not in skip]
+        keys = self.store.group_keys(ranked, group.field)
+        for g in short:
+            g.vids = [d for d in ranked if g.key in keys.get(d, ())][: group.size]
+        return _scored(near, 0)
 
     def plan_filter(self, filter_: dict[str, Any], exact_count: bool = False) -> FilterPlan:
         """Read the matches of a filter that has few; of a broad one, only that there are many."""
@@ -771,6 +800,12 @@ class Collection:
             "chunks": self.store.chunk_count(),
             "metadata_indexes": self.metadata_indexes(),
         }
+
+
+def _scored(found: Nearest, row: int) -> dict[int, tuple[float, ChunkRef | None]]:
+    """Document vector id -> (score, matched chunk) of one row of a search."""
+    cols = zip(found.scores[row].tolist(), found.doc_vids[row].tolist(), found.vids[row].tolist(), strict=True)
+    return {d: (s, found.chunk_of(v)) for s, d, v in reversed(list(cols)) if d >= 0}  # a document's best wins
 
 
 def _with_groups(result: SearchResult, chosen: list[Group], docs: dict[int, Document]) -> SearchResult:

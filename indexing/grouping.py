@@ -11,7 +11,10 @@ them: 1 and 1.0 are one group, true is not 1.
 
 The candidates come from one search of depth `group_depth`, deepened (x`GROUP_OVERFETCH`) while a
 group is short of members and the index holds more, up to `GROUP_MAX_DEPTH`: a group with fewer
-members than `size` anywhere in the collection costs that depth.
+members than `size` anywhere in the collection costs that depth, and so do small groups whose
+members are scattered through the ranking. With a metadata index on the field the collection
+deepens only until `groups` groups are open, then completes the short ones by one search filtered
+to their values (`Collection._complete_groups`).
 """
 
 from __future__ import annotations

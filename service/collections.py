@@ -8,6 +8,7 @@ Indexing-layer errors are mapped here, once, onto the service's error hierarchy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -54,6 +55,7 @@ from indexing.facets import FacetValue
 from indexing.feedback import default_query_id
 from indexing.filters import check_field
 from indexing.grouping import Grouping
+from indexing.relevance_feedback import MAX_EXAMPLES, rocchio
 from indexing.store import Chunk, Document, chunk_vector_id, embedding_key, vector_id
 from service.embedding import EmbeddingService
 from service.errors import (
@@ -81,6 +83,11 @@ def _params_of(req: SearchRequest) -> SearchParams | None:
     """The request's ANN effort as the index layer takes it (hashable: batch searches group by it)."""
     p = req.search_params
     return None if p is None else SearchParams(p.ef, p.nprobe, p.exact, p.rescore, p.oversample)
+
+
+def _excluded(req: SearchRequest) -> list[str]:
+    """Documents a search leaves out of its hits: the ones it searches by (`document_id`, examples)."""
+    return [*([req.document_id] if req.document_id is not None else []), *(req.like or []), *(req.unlike or [])]
 
 
 def _grouping_of(req: SearchRequest) -> Grouping | None:
@@ -575,7 +582,10 @@ class CollectionService:
         """Refuse a malformed search before anything is embedded (messages name the field)."""
         if not 1 <= req.top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k: must be between 1 and {self.settings.max_top_k}, got {req.top_k}")
-        if sum(x is not None for x in (req.query, req.vector, req.document_id)) != 1:
+        given = sum(x is not None for x in (req.query, req.vector, req.document_id))
+        if req.like or req.unlike:
+            self._check_examples(req, given)
+        elif given != 1:
             raise InvalidRequest("query: send exactly one of `query` (text), `vector` or `document_id`")
         if req.query is not None and not req.query.strip():
             raise InvalidRequest("query: must be a non-empty string")
@@ -603,6 +613,23 @@ class CollectionService:
             )
 
     @staticmethod
+    def _check_examples(req: SearchRequest, given: int) -> None:
+        """`like`/`unlike`: with one query (text or vector) or none; not with `document_id`, not lexical."""
+        like, unlike = req.like or [], req.unlike or []
+        if req.document_id is not None:
+            raise InvalidRequest("document_id: not combined with `like`/`unlike` (send the document in `like`)")
+        if given > 1:
+            raise InvalidRequest("query: send at most one of `query` (text) or `vector` with `like`/`unlike`")
+        if given == 0 and not like:
+            raise InvalidRequest("unlike: a search without `query` or `vector` needs at least one document in `like`")
+        if len(like) + len(unlike) > MAX_EXAMPLES:
+            raise InvalidRequest(f"like: at most {MAX_EXAMPLES} documents in `like` and `unlike` together")
+        if req.mode == "lexical":
+            raise InvalidRequest("like: lexical search takes no example documents (use mode dense or hybrid)")
+        if both := sorted(set(like) & set(unlike)):
+            raise InvalidRequest(f"unlike: {both[0]!r} is also in `like`")
+
+    @staticmethod
     def _depth_of(req: SearchRequest) -> int:
         """Hits to retrieve: top_k, or the rerank stage's candidates when more."""
         return req.top_k if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
@@ -612,7 +639,7 @@ class CollectionService:
         return coll.search(
             qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
             fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
-            exclude=[req.document_id] if req.document_id is not None else (), exact_count=req.exact_count,
+            exclude=_excluded(req), exact_count=req.exact_count,
             params=_params_of(req), group=_grouping_of(req),
         )[0]
 
@@ -625,22 +652,37 @@ class CollectionService:
             i: np.asarray(r.vector, dtype=np.float32) for i, r in enumerate(reqs) if r.vector is not None
         }
         by_doc = {i: r.document_id for i, r in enumerate(reqs) if r.document_id is not None}
-        if by_doc:
+        examples = {i: (r.like or [], r.unlike or []) for i, r in enumerate(reqs) if r.like or r.unlike}
+        wanted = {*by_doc.values(), *(d for like, unlike in examples.values() for d in (*like, *unlike))}
+        stored: dict[int, np.ndarray] = {}
+        if wanted:
             with _mapped_errors():
-                found, rows = await self._in_worker(
-                    coll.store.vectors_for, [vector_id(doc_id) for doc_id in by_doc.values()]
-                )
+                found, rows = await self._in_worker(coll.store.vectors_for, [vector_id(d) for d in sorted(wanted)])
             stored = {int(v): row for v, row in zip(found, rows, strict=True)}
-            for i, doc_id in by_doc.items():
-                if (vec := stored.get(vector_id(doc_id))) is None:
-                    where = f"searches[{i}].document_id" if len(reqs) > 1 else "document_id"
-                    raise NotFound(f"{where}: no document {doc_id!r} in collection {coll.name!r}")
-                vectors[i] = vec
+
+        def stored_vector(i: int, name: str, doc_id: str) -> np.ndarray:
+            if (vec := stored.get(vector_id(doc_id))) is None:
+                where = f"searches[{i}].{name}" if len(reqs) > 1 else name
+                raise NotFound(f"{where}: no document {doc_id!r} in collection {coll.name!r}")
+            return vec
+
+        for i, doc_id in by_doc.items():
+            vectors[i] = stored_vector(i, "document_id", doc_id)
         to_embed = [i for i, r in enumerate(reqs) if r.query is not None and r.mode != "lexical"]
+        for i, (like, unlike) in examples.items():  # every example must exist before anything is embedded
+            for name, ids in (("like", like), ("unlike", unlike)):
+                for j, doc_id in enumerate(ids):
+                    stored_vector(i, f"{name}[{j}]", doc_id)
         if to_embed:
             texts = [reqs[i].query or "" for i in to_embed]
             embedded = (await self.embedding.embed(texts, input_type="query", timings=timings)).vectors
             vectors.update(zip(to_embed, embedded, strict=True))
+        dim = coll.config.dim
+        for i, (like, unlike) in examples.items():
+            liked = np.array([stored[vector_id(d)] for d in like], np.float32).reshape(-1, dim)
+            unliked = np.array([stored[vector_id(d)] for d in unlike], np.float32).reshape(-1, dim)
+            with _mapped_errors(), _named(i) if len(reqs) > 1 else contextlib.nullcontext():
+                vectors[i] = rocchio(vectors.get(i), liked, unliked, coll.config.metric)
         return vectors
 
     async def _reranked(self, req: SearchRequest, result: SearchResult) -> tuple[SearchResult, Any]:
@@ -699,7 +741,7 @@ class CollectionService:
             out: list[SearchResult | None] = [None] * len(reqs)
             groups: dict[tuple[Any, ...], list[int]] = {}
             for i, req in enumerate(reqs):
-                if req.mode == "dense" and req.document_id is None:
+                if req.mode == "dense" and not _excluded(req):
                     key = (self._depth_of(req), json.dumps(req.filter, sort_keys=True), req.min_relevance,
                            req.exact_count, _params_of(req), _grouping_of(req))
                     groups.setdefault(key, []).append(i)

@@ -53,8 +53,10 @@ def _reference(x: np.ndarray, q: np.ndarray, meta: list[dict[str, Any]], field: 
     return [(key[1], vids) for key, vids in out.items()]
 
 
-@pytest.fixture(scope="module")
-def grouped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Collection, np.ndarray, list[dict[str, Any]]]:
+@pytest.fixture(scope="module", params=["unindexed", "indexed"])
+def grouped(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[Collection, np.ndarray, list[dict[str, Any]]]:
+    """One collection, without and with metadata indexes on the group field (the indexed one completes
+    groups by a filtered search instead of deepening)."""
     rng = np.random.default_rng(0)
     n = 3000
     x = rng.standard_normal((n, DIM)).astype(np.float32)
@@ -70,7 +72,9 @@ def grouped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Collection, np.nd
         if i % 101 == 0:
             m["source"] = 7 if i % 2 else 7.0  # one number group
         meta.append(m)
-    coll = Collection.create(tmp_path_factory.mktemp("grouped") / "g", CollectionConfig("g", "m", DIM))
+    indexes = ["source", "source[]"] if request.param == "indexed" else []
+    coll = Collection.create(tmp_path_factory.mktemp("grouped") / "g", CollectionConfig("g", "m", DIM),
+                             metadata_indexes=indexes)
     coll.upsert([Document(f"d{i}", "", meta[i]) for i in range(n)], x)
     return coll, x, meta
 
@@ -95,6 +99,22 @@ def test_grouping_deepens_past_the_first_depth_for_rare_groups(grouped):
     result = coll.search(q[None], groups, group=Grouping("source", 1))[0]
     want = _reference(x, q, meta, "source", groups, 1)
     assert len(want) == groups and result.groups == [(v, [f"d{i}" for i in vids]) for v, vids in want]
+
+
+def test_an_indexed_field_completes_groups_without_deepening(grouped):
+    coll, x, meta = grouped
+    if not coll.metadata_indexes():
+        pytest.skip("the unindexed collection deepens")
+    depths: list[int] = []
+    nearest = coll.nearest
+    coll.nearest = lambda q, k, *a, **kw: depths.append(k) or nearest(q, k, *a, **kw)  # type: ignore[method-assign]
+    try:
+        q = x[2000] + 0.1
+        result = coll.search(q[None], 5, group=Grouping("source", 4))[0]
+    finally:
+        del coll.nearest
+    assert depths[0] == group_depth(5, 4) and max(depths) < 1500  # one opening search, one filtered one
+    assert result.groups == [(v, [f"d{i}" for i in vids]) for v, vids in _reference(x, q, meta, "source", 5, 4)]
 
 
 def test_grouping_with_a_filter_and_an_excluded_document(grouped):

@@ -234,6 +234,15 @@ class SearchRequest(BaseModel):
         None, description="Or search with this stored document's vector (more like it; the first chunk's for "
         "a chunked document); the document itself is left out of the hits. Dense mode only."
     )
+    like: list[str] | None = Field(
+        None, max_length=64, description="Stored documents the result should resemble: with `query`/`vector`, the "
+        "query vector moves towards them (Rocchio relevance feedback); alone, their mean is the query. They are "
+        "left out of the hits. Dense and hybrid modes."
+    )
+    unlike: list[str] | None = Field(
+        None, max_length=64, description="Stored documents the result should move away from (weighed less than "
+        "`like`: 0.15 against 0.75); left out of the hits. Needs `like`, `query` or `vector`."
+    )
     top_k: int = Field(10, description="Hits to return (1..RRS_MAX_TOP_K).")
     filter: dict[str, Any] | None = Field(
         None, description="Metadata filter: every `field: value` must hold ('a.b' is nested). A value is "
