@@ -532,9 +532,11 @@ class Collection:
         if self.calibrator is not None:
             hits = self.calibrator.calibrate(query, hits, deep)
             cut = self.calibrator.threshold if cut is None else cut
-        if cut is not None:
-            if self.calibrator is None:
+        if cut is not None and self.calibrator is None:
+            if cut > 0:
                 raise InvalidDocument(f"min_relevance: collection {self.name!r} has no relevance calibration fitted")
+            cut = None  # 0 keeps every hit, calibrated or not: one request serves any collection
+        if cut is not None:
             hits = [h for h in hits if h.relevance is not None and h.relevance >= cut]
         matching, exact = (None, None) if plan is None else (plan.matching, plan.exact)
         return SearchResult(hits, candidates, matching, exact, cut, candidates - len(hits), effort)
@@ -545,7 +547,7 @@ class Collection:
     ) -> SearchResult:
         """BM25 hits; calibration maps cosine scores, so lexical hits carry no relevance. Grouped: the
         groups of the BM25 top `GROUP_MAX_DEPTH` at most (one ranking, read once)."""
-        if min_relevance is not None:
+        if min_relevance:  # 0 keeps every hit, which lexical search does anyway
             raise InvalidDocument("min_relevance: lexical search has no calibrated relevance (use mode hybrid)")
         depth = top_k if group is None else GROUP_MAX_DEPTH
         try:

@@ -206,6 +206,8 @@ def test_calibrator_seam_fills_relevance_and_cuts(catalog: CollectionCatalog):
     coll.upsert(docs, x)
     with pytest.raises(InvalidDocument, match="min_relevance"):
         coll.search(x[:1], 5, min_relevance=0.5)
+    kept = coll.search(x[:1], 5, min_relevance=0.0)[0]  # 0 cuts nothing, so it needs no calibration
+    assert [h.id for h in kept.hits] == [h.id for h in coll.search(x[:1], 5)[0].hits] and kept.min_relevance is None
     coll.calibrator = HalfScore()
     result = coll.search(x[:1], 50, min_relevance=0.75)[0]
     assert HalfScore.given[-1]  # a page as deep as the calibrator's list is that list: no second search

@@ -254,7 +254,7 @@ class SearchRequest(BaseModel):
         ge=0.0,
         le=1.0,
         description="Drop hits whose calibrated relevance is below this (default: the collection's fitted "
-        "threshold; 0 keeps every hit). A 400 when the collection has no calibration.",
+        "threshold; 0 keeps every hit, on any collection). Above 0, a 400 when the collection has no calibration.",
     )
     rerank: SearchRerank | None = None
     mode: Literal["dense", "lexical", "hybrid"] = Field(
