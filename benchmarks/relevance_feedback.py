@@ -2,17 +2,22 @@
 
 `python -m benchmarks.relevance_feedback` indexes each dataset with the default embedder (the eval
 harness's batch job), searches every judged query, and simulates one round of feedback from the
-first page: the user opens the highest-ranked judged-relevant hit of the top 10 (`like`) and skipped
-the hits above it (`unlike`; unjudged ones included, as a click log would have them). Queries with no
-relevant hit on the first page get no feedback and are left out. Then, on the **residual
+first page (top 10), two ways:
+
+- **click**: the user opens the highest-ranked judged-relevant hit (`like`) and skipped the hits
+  above it (`unlike`; unjudged ones included, as a click log would have them);
+- **page**: the user marks every judged-relevant hit of the page (`like`) and every hit judged not
+  relevant (`unlike`; unjudged ones are left alone).
+
+Queries with no relevant hit on the first page get no feedback and are left out. Then, on the **residual
 collection** (the feedback documents removed from every ranking and from the judgments, the
 standard way to score feedback: a system must not get credit for re-finding what the user showed
 it), nDCG@10 and R@100 of:
 
 - `query` (the baseline): the query alone;
-- `query + like`: `q + 0.75 liked` (the API's `{"query", "like"}`);
-- `query + like + unlike`: `q + 0.75 liked - 0.15 mean(skipped)`;
-- `like only`: `0.75 liked` (`{"like"}` without a query: "more like this one").
+- `query + like`: `q + 0.75 mean(liked)` (the API's `{"query", "like"}`);
+- `query + like + unlike`: `q + 0.75 mean(liked) - 0.15 mean(unliked)`;
+- `like only`: `0.75 mean(liked)` (`{"like"}` without a query: "more like these").
 
 Each through `rocchio()` and `Collection.search(..., exclude=...)`, what the search route calls.
 The weights are Rocchio's textbook ones; nothing is fitted here. Paired query-bootstrap 90 %
@@ -38,25 +43,28 @@ from indexing.store import vector_id
 from models.embedder import load_embedder
 
 SYSTEMS = ("query", "query + like", "query + like + unlike", "like only")
+SCENARIOS = ("click", "page")
 PAGE = 10
 DEPTH = 100
 
 
-def _feedback(first_page: list[str], judged: dict[str, int]) -> tuple[str, list[str]] | None:
-    """The liked hit (highest-ranked judged relevant) and the skipped ones above it."""
-    for rank, doc in enumerate(first_page):
-        if judged.get(doc, 0) > 0:
-            return doc, first_page[:rank]
-    return None
+def _feedback(scenario: str, first_page: list[str], judged: dict[str, int]) -> tuple[list[str], list[str]] | None:
+    """(liked, unliked) documents of the first page, or None when it holds nothing relevant."""
+    relevant = [d for d in first_page if judged.get(d, 0) > 0]
+    if not relevant:
+        return None
+    if scenario == "click":
+        return relevant[:1], first_page[: first_page.index(relevant[0])]
+    return relevant, [d for d in first_page if judged.get(d) == 0]
 
 
-def _system_runs(coll: Collection, query: np.ndarray, liked: str, skipped: list[str]) -> dict[str, list[str]]:
-    ids = [liked, *skipped]
+def _system_runs(coll: Collection, query: np.ndarray, liked: list[str], unliked: list[str]) -> dict[str, list[str]]:
+    ids = [*liked, *unliked]
     found, vectors = coll.store.vectors_for([vector_id(i) for i in ids])
     by_vid = dict(zip(found.tolist(), vectors, strict=True))
-    like = np.stack([by_vid[vector_id(liked)]])
-    unlike = np.stack([by_vid[vector_id(i)] for i in skipped]) if skipped else np.zeros((0, like.shape[1]), np.float32)
+    like = np.stack([by_vid[vector_id(i)] for i in liked])
     none = np.zeros((0, like.shape[1]), np.float32)
+    unlike = np.stack([by_vid[vector_id(i)] for i in unliked]) if unliked else none
     vectors_of = {
         "query": query,
         "query + like": rocchio(query, like, none),
@@ -67,34 +75,29 @@ def _system_runs(coll: Collection, query: np.ndarray, liked: str, skipped: list[
             for name, v in vectors_of.items()}
 
 
-def _one_dataset(path: Path, data_dir: Path, encoder: Any) -> dict[str, Any]:
-    report = evaluate(path, data_dir, encoder, bm25=False, progress=False)
-    assert report.dense is not None
-    data = load_beir(path)
-    coll = Collection.open(data_dir / "collections" / report.collection)
+def _scenario(coll: Collection, report: Any, data: Any, scenario: str) -> dict[str, Any]:
     runs: dict[str, dict[str, dict[str, float]]] = {name: {} for name in SYSTEMS}
     residual: dict[str, dict[str, int]] = {}
-    skipped_counts = []
-    try:
-        for qid in data.qrels:
-            query = report.dense.query_vectors[qid]
-            first = [h.id for h in coll.search(query[None, :], PAGE)[0].hits]
-            fb = _feedback(first, data.qrels[qid])
-            if fb is None:
-                continue
-            liked, skipped = fb
-            skipped_counts.append(len(skipped))
-            left = {d: g for d, g in data.qrels[qid].items() if d != liked and d not in skipped}
-            if not any(g > 0 for g in left.values()):
-                continue  # nothing relevant left to find
-            residual[qid] = left
-            for name, ranking in _system_runs(coll, query, liked, skipped).items():
-                runs[name][qid] = {d: float(DEPTH - r) for r, d in enumerate(ranking)}
-    finally:
-        coll.close(snapshot=False)
+    counts = []
+    for qid in data.qrels:
+        query = report.dense.query_vectors[qid]
+        first = [h.id for h in coll.search(query[None, :], PAGE)[0].hits]
+        fb = _feedback(scenario, first, data.qrels[qid])
+        if fb is None:
+            continue
+        liked, unliked = fb
+        shown = {*liked, *unliked}
+        left = {d: g for d, g in data.qrels[qid].items() if d not in shown}
+        if not any(g > 0 for g in left.values()):
+            continue  # nothing relevant left to find
+        counts.append((len(liked), len(unliked)))
+        residual[qid] = left
+        for name, ranking in _system_runs(coll, query, liked, unliked).items():
+            runs[name][qid] = {d: float(DEPTH - r) for r, d in enumerate(ranking)}
     scored = {name: score_run(run, residual) for name, run in runs.items()}
     entry: dict[str, Any] = {"queries": len(data.qrels), "with_feedback": len(residual),
-                             "mean_skipped": float(np.mean(skipped_counts)) if skipped_counts else 0.0,
+                             "mean_liked": float(np.mean([c[0] for c in counts])) if counts else 0.0,
+                             "mean_unliked": float(np.mean([c[1] for c in counts])) if counts else 0.0,
                              "systems": {}, "gains": {}}
     base = scored["query"][1]
     for name, (aggregate, per_query) in scored.items():
@@ -103,6 +106,17 @@ def _one_dataset(path: Path, data_dir: Path, encoder: Any) -> dict[str, Any]:
             deltas = np.array([per_query[q]["nDCG@10"] - base[q]["nDCG@10"] for q in residual])
             entry["gains"][name] = {"ndcg": float(deltas.mean()), "interval90": paired_interval(deltas)}
     return entry
+
+
+def _one_dataset(path: Path, data_dir: Path, encoder: Any) -> dict[str, Any]:
+    report = evaluate(path, data_dir, encoder, bm25=False, progress=False)
+    assert report.dense is not None
+    data = load_beir(path)
+    coll = Collection.open(data_dir / "collections" / report.collection)
+    try:
+        return {scenario: _scenario(coll, report, data, scenario) for scenario in SCENARIOS}
+    finally:
+        coll.close(snapshot=False)
 
 
 def run(datasets: dict[str, Path], model: str) -> dict[str, Any]:
@@ -117,16 +131,18 @@ def run(datasets: dict[str, Path], model: str) -> dict[str, Any]:
 
 
 def to_markdown(result: dict) -> str:
-    lines = ["| dataset (queries with feedback) | system | nDCG@10 | R@100 | nDCG@10 vs query [90 % interval] |",
-             "|---|---|---:|---:|---|"]
-    for label, entry in result["datasets"].items():
-        for name in SYSTEMS:
-            m = entry["systems"][name]
-            gain = entry["gains"].get(name)
-            vs = "baseline" if gain is None else (f"{gain['ndcg']:+.3f} [{gain['interval90'][0]:+.3f}, "
-                                                  f"{gain['interval90'][1]:+.3f}]")
-            lines.append(f"| {label} ({entry['with_feedback']} of {entry['queries']}, {entry['mean_skipped']:.1f} "
-                         f"skipped) | {name} | {m['nDCG@10']:.3f} | {m['R@100']:.3f} | {vs} |")
+    lines = ["| dataset | feedback (queries; liked / unliked each) | system | nDCG@10 | R@100 "
+             "| nDCG@10 vs query [90 % interval] |", "|---|---|---|---:|---:|---|"]
+    for label, scenarios in result["datasets"].items():
+        for scenario, entry in scenarios.items():
+            for name in SYSTEMS:
+                m = entry["systems"][name]
+                gain = entry["gains"].get(name)
+                vs = "baseline" if gain is None else (f"{gain['ndcg']:+.3f} [{gain['interval90'][0]:+.3f}, "
+                                                      f"{gain['interval90'][1]:+.3f}]")
+                lines.append(f"| {label} | {scenario} ({entry['with_feedback']} of {entry['queries']}; "
+                             f"{entry['mean_liked']:.1f} / {entry['mean_unliked']:.1f}) | {name} | "
+                             f"{m['nDCG@10']:.3f} | {m['R@100']:.3f} | {vs} |")
     return "\n".join(lines)
 
 
@@ -136,13 +152,12 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(result["datasets"])
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    entries = [(f"{d}, {sc}", e) for d, scenarios in result["datasets"].items() for sc, e in scenarios.items()]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
     colors = ["tab:gray", "tab:cyan", "tab:blue", "tab:purple"]
-    series = [([result["datasets"][d]["systems"][s]["nDCG@10"] for d in labels], s, c)
-              for s, c in zip(SYSTEMS, colors, strict=True)]
-    notes = [f"{result['datasets'][d]['gains']['query + like']['ndcg']:+.3f} with like" for d in labels]
-    grouped_barh(ax, labels, series, notes, "residual nDCG@10 (log)", room=3)
+    series = [([e["systems"][s]["nDCG@10"] for _, e in entries], s, c) for s, c in zip(SYSTEMS, colors, strict=True)]
+    notes = [f"{e['gains']['query + like + unlike']['ndcg']:+.3f} (like + unlike)" for _, e in entries]
+    grouped_barh(ax, [label for label, _ in entries], series, notes, "residual nDCG@10 (log)", room=3)
     save_figure(fig, path, "One round of feedback from the first page: residual nDCG@10")
 
 

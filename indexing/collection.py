@@ -478,20 +478,31 @@ class Collection:
         params: SearchParams | None, skip: set[int],
     ) -> dict[int, tuple[float, ChunkRef | None]]:
         """Fill the short groups (in place) from one search filtered to their values (read from the
-        field's metadata index); returns the candidates' (score, matched chunk)."""
+        field's metadata index), or one per group when they hold more documents together than an
+        exact search takes; returns the candidates' (score, matched chunk)."""
         short = [g for g in chosen if len(g.vids) < group.size]
-        in_groups: dict[str, Any] = {group.field: {"$in": [g.value for g in short]}}
-        if f"{group.field}[]" in self.metadata_indexes():  # array elements, from the array index
-            in_groups = {"$or": [in_groups, *({group.field: {"$contains": g.value}} for g in short)]}
-        flt = in_groups if plan is None else {"$and": [plan.filter, in_groups]}
-        sub = self.plan_filter(flt)
-        k = min(GROUP_MAX_DEPTH, max(sub.matching, 1)) + len(skip)
-        near = self.nearest(query[None, :], k, sub, params)
-        ranked = [d for d in near.doc_vids[0].tolist() if d >= 0 and d not in skip]
-        keys = self.store.group_keys(ranked, group.field)
-        for g in short:
-            g.vids = [d for d in ranked if g.key in keys.get(d, ())][: group.size]
-        return _scored(near, 0)
+        arrays = f"{group.field}[]" in self.metadata_indexes()  # array elements, from the array index
+
+        def holding(values: list[Any]) -> dict[str, Any]:
+            flt: dict[str, Any] = {group.field: {"$in": values}}
+            if arrays:
+                flt = {"$or": [flt, *({group.field: {"$contains": v}} for v in values)]}
+            return flt if plan is None else {"$and": [plan.filter, flt]}
+
+        union = self.plan_filter(holding([g.value for g in short]))
+        if union.allowed is not None:  # few enough documents in all of them: one exact search
+            searches = [(short, union, min(GROUP_MAX_DEPTH, max(union.matching, 1)))]
+        else:  # a large group among them: one search per group, each only `size` deep
+            searches = [([g], self.plan_filter(holding([g.value])), group.size) for g in short]
+        scored: dict[int, tuple[float, ChunkRef | None]] = {}
+        for targets, sub, k in searches:
+            near = self.nearest(query[None, :], k + len(skip), sub, params)
+            ranked = [d for d in near.doc_vids[0].tolist() if d >= 0 and d not in skip]
+            keys = self.store.group_keys(ranked, group.field)
+            for g in targets:
+                g.vids = [d for d in ranked if g.key in keys.get(d, ())][: group.size]
+            scored.update(_scored(near, 0))
+        return scored
 
     def plan_filter(self, filter_: dict[str, Any], exact_count: bool = False) -> FilterPlan:
         """Read the matches of a filter that has few; of a broad one, only that there are many."""

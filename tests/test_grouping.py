@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from indexing.collection import Collection, CollectionConfig
+from indexing.filter_plan import EXACT_FILTER_MAX
 from indexing.grouping import GROUP_MAX_DEPTH, Grouping, group_depth, members, pick
 from indexing.store import Document
 
@@ -115,6 +116,21 @@ def test_an_indexed_field_completes_groups_without_deepening(grouped):
         del coll.nearest
     assert depths[0] == group_depth(5, 4) and max(depths) < 1500  # one opening search, one filtered one
     assert result.groups == [(v, [f"d{i}" for i in vids]) for v, vids in _reference(x, q, meta, "source", 5, 4)]
+
+
+def test_large_short_groups_are_completed_one_search_each(grouped):
+    coll, x, meta = grouped
+    if not coll.metadata_indexes():
+        pytest.skip("the unindexed collection deepens")
+    q = 4 * np.eye(DIM, dtype=np.float32)[0] + x[2500]  # between "big" and the small sources
+    want = _reference(x, q, meta, "source", 6, 5)
+    coll.exact_filter_max = 64  # the groups hold more than this together: the per-group plan
+    try:
+        result = coll.search(q[None], 6, group=Grouping("source", 5))[0]
+    finally:
+        coll.exact_filter_max = EXACT_FILTER_MAX
+    assert any(v == "big" for v, _ in want)  # a group of 1,500 documents among them
+    assert result.groups == [(v, [f"d{i}" for i in vids]) for v, vids in want]
 
 
 def test_grouping_with_a_filter_and_an_excluded_document(grouped):
