@@ -4,10 +4,12 @@
 harness's batch job), searches every judged query, and simulates one round of feedback from the
 first page (top 10), two ways:
 
-- **click**: the user opens the highest-ranked judged-relevant hit (`like`) and skipped the hits
-  above it (`unlike`; unjudged ones included, as a click log would have them);
-- **page**: the user marks every judged-relevant hit of the page (`like`) and every hit judged not
-  relevant (`unlike`; unjudged ones are left alone).
+- **click**: the user opens the highest-ranked relevant hit (`like`) and skipped the hits above it
+  (`unlike`);
+- **page**: the user marks every relevant hit of the page (`like`) and every other one (`unlike`).
+
+Relevant is grade 2 or more (`--relevant-grade`), the binary reading of graded TREC judgments the
+calibration benchmarks use too; an unjudged hit counts as not relevant.
 
 Queries with no relevant hit on the first page get no feedback and are left out. Then, on the **residual
 collection** (the feedback documents removed from every ranking and from the judgments, the
@@ -44,18 +46,20 @@ from models.embedder import load_embedder
 
 SYSTEMS = ("query", "query + like", "query + like + unlike", "like only")
 SCENARIOS = ("click", "page")
+RELEVANT_GRADE = 2
 PAGE = 10
 DEPTH = 100
 
 
-def _feedback(scenario: str, first_page: list[str], judged: dict[str, int]) -> tuple[list[str], list[str]] | None:
+def _feedback(scenario: str, first_page: list[str], judged: dict[str, int], grade: int
+              ) -> tuple[list[str], list[str]] | None:
     """(liked, unliked) documents of the first page, or None when it holds nothing relevant."""
-    relevant = [d for d in first_page if judged.get(d, 0) > 0]
+    relevant = [d for d in first_page if judged.get(d, 0) >= grade]
     if not relevant:
         return None
     if scenario == "click":
         return relevant[:1], first_page[: first_page.index(relevant[0])]
-    return relevant, [d for d in first_page if judged.get(d) == 0]
+    return relevant, [d for d in first_page if judged.get(d, 0) < grade]
 
 
 def _system_runs(coll: Collection, query: np.ndarray, liked: list[str], unliked: list[str]) -> dict[str, list[str]]:
@@ -75,25 +79,27 @@ def _system_runs(coll: Collection, query: np.ndarray, liked: list[str], unliked:
             for name, v in vectors_of.items()}
 
 
-def _scenario(coll: Collection, report: Any, data: Any, scenario: str) -> dict[str, Any]:
+def _scenario(coll: Collection, report: Any, data: Any, scenario: str, grade: int) -> dict[str, Any]:
     runs: dict[str, dict[str, dict[str, float]]] = {name: {} for name in SYSTEMS}
     residual: dict[str, dict[str, int]] = {}
     counts = []
     for qid in data.qrels:
         query = report.dense.query_vectors[qid]
         first = [h.id for h in coll.search(query[None, :], PAGE)[0].hits]
-        fb = _feedback(scenario, first, data.qrels[qid])
+        fb = _feedback(scenario, first, data.qrels[qid], grade)
         if fb is None:
             continue
         liked, unliked = fb
         shown = {*liked, *unliked}
         left = {d: g for d, g in data.qrels[qid].items() if d not in shown}
-        if not any(g > 0 for g in left.values()):
+        if not any(g >= grade for g in left.values()):
             continue  # nothing relevant left to find
         counts.append((len(liked), len(unliked)))
         residual[qid] = left
         for name, ranking in _system_runs(coll, query, liked, unliked).items():
             runs[name][qid] = {d: float(DEPTH - r) for r, d in enumerate(ranking)}
+    if not residual:
+        return {"queries": len(data.qrels), "with_feedback": 0}
     scored = {name: score_run(run, residual) for name, run in runs.items()}
     entry: dict[str, Any] = {"queries": len(data.qrels), "with_feedback": len(residual),
                              "mean_liked": float(np.mean([c[0] for c in counts])) if counts else 0.0,
@@ -108,25 +114,25 @@ def _scenario(coll: Collection, report: Any, data: Any, scenario: str) -> dict[s
     return entry
 
 
-def _one_dataset(path: Path, data_dir: Path, encoder: Any) -> dict[str, Any]:
+def _one_dataset(path: Path, data_dir: Path, encoder: Any, grade: int) -> dict[str, Any]:
     report = evaluate(path, data_dir, encoder, bm25=False, progress=False)
     assert report.dense is not None
     data = load_beir(path)
     coll = Collection.open(data_dir / "collections" / report.collection)
     try:
-        return {scenario: _scenario(coll, report, data, scenario) for scenario in SCENARIOS}
+        return {scenario: _scenario(coll, report, data, scenario, grade) for scenario in SCENARIOS}
     finally:
         coll.close(snapshot=False)
 
 
-def run(datasets: dict[str, Path], model: str) -> dict[str, Any]:
+def run(datasets: dict[str, Path], model: str, grade: int = RELEVANT_GRADE) -> dict[str, Any]:
     encoder = load_embedder(model, device="cpu")
     out: dict[str, Any] = {"model": model, "baseline": "the query alone on the same residual collection",
-                           "datasets": {}}
+                           "relevant_grade": grade, "datasets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for label, path in datasets.items():
             print(f"{label} ...", flush=True)
-            out["datasets"][label] = _one_dataset(path, Path(tmp) / label, encoder)
+            out["datasets"][label] = _one_dataset(path, Path(tmp) / label, encoder, grade)
     return out
 
 
@@ -135,6 +141,9 @@ def to_markdown(result: dict) -> str:
              "| nDCG@10 vs query [90 % interval] |", "|---|---|---|---:|---:|---|"]
     for label, scenarios in result["datasets"].items():
         for scenario, entry in scenarios.items():
+            if not entry["with_feedback"]:
+                lines.append(f"| {label} | {scenario} (0 of {entry['queries']}: nothing relevant left) | | | | |")
+                continue
             for name in SYSTEMS:
                 m = entry["systems"][name]
                 gain = entry["gains"].get(name)
@@ -152,7 +161,8 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = [(f"{d}, {sc}", e) for d, scenarios in result["datasets"].items() for sc, e in scenarios.items()]
+    entries = [(f"{d}, {sc}", e) for d, scenarios in result["datasets"].items() for sc, e in scenarios.items()
+               if e["with_feedback"]]
     fig, ax = plt.subplots(figsize=(8, 4.2))
     colors = ["tab:gray", "tab:cyan", "tab:blue", "tab:purple"]
     series = [([e["systems"][s]["nDCG@10"] for _, e in entries], s, c) for s, c in zip(SYSTEMS, colors, strict=True)]
@@ -165,12 +175,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--relevant-grade", type=int, default=RELEVANT_GRADE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/relevance_feedback.json"))
     parser.add_argument("--plot", type=Path, default=Path("docs/img/relevance_feedback.png"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         datasets = {args.dataset.name: args.dataset, "demo": demo_as_beir(Path(tmp))}
-        write_results(run(datasets, args.model), args.out, args.plot, to_markdown, plot)
+        write_results(run(datasets, args.model, args.relevant_grade), args.out, args.plot, to_markdown, plot)
 
 
 if __name__ == "__main__":

@@ -258,9 +258,9 @@ class Collection:
             replayed += len(vids)
         if len(self.index) != self.store.vector_count():  # e.g. a store restored from an older backup
             self.index = _build_from_store(self.store, self.config, self.device)
-            replayed = max(replayed, 1)
-        if replayed:
-            self.snapshot()
+            self.snapshot()  # a rebuild is worth keeping at once
+        elif replayed:  # the snapshot policy decides, as for writes made while serving: a replay of
+            self._after_write(replayed)  # fewer writes than it waits for costs less than a snapshot
 
     def snapshot(self) -> dict[str, Any]:
         """Persist the index (atomically) as of the store's current sequence."""

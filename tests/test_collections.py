@@ -74,13 +74,17 @@ def test_unsnapshotted_writes_are_replayed_on_open(catalog: CollectionCatalog, t
     coll.delete(["d0", "d1"])  # likewise
     coll.upsert([Document("d5", "replaced", {})], -x[5:6])
     # a crash: nothing closed, nothing flushed beyond what upsert/delete committed
+    snapshot_seq = read_manifest(coll.folder)["seq"]
     reopened = Collection.open(coll.folder)
     assert len(reopened.index) == reopened.store.count() == 38
+    assert read_manifest(coll.folder)["seq"] == snapshot_seq  # a short replay waits for the snapshot policy
     hits = reopened.search(y[:1], 1)[0].hits
     assert hits[0].id == "d30"
     assert not {"d0", "d1"} & {h.id for h in reopened.search(x[:2], 5)[0].hits}
     assert reopened.search(-x[5:6], 1)[0].hits[0].text == "replaced"
+    last = reopened.store.last_seq
     reopened.close()
+    assert read_manifest(coll.folder)["seq"] == last > snapshot_seq  # closing writes it
 
 
 def test_corrupt_snapshot_isolates_one_collection(tmp_path: Path):
