@@ -37,7 +37,7 @@ import numpy as np
 
 from benchmarks.hybrid import demo_as_beir
 from benchmarks.long_documents import DEFAULT_DATASET, DEFAULT_MODEL, paired_interval
-from benchmarks.reporting import grouped_barh, save_figure, write_results
+from benchmarks.reporting import save_figure, write_results
 from indexing.collection import Collection
 from indexing.evaluation import evaluate, load_beir, score_run
 from indexing.relevance_feedback import rocchio
@@ -165,9 +165,19 @@ def plot(result: dict, path: Path) -> None:
                if e["with_feedback"]]
     fig, ax = plt.subplots(figsize=(8, 4.2))
     colors = ["tab:gray", "tab:cyan", "tab:blue", "tab:purple"]
-    series = [([e["systems"][s]["nDCG@10"] for _, e in entries], s, c) for s, c in zip(SYSTEMS, colors, strict=True)]
-    notes = [f"{e['gains']['query + like + unlike']['ndcg']:+.3f} (like + unlike)" for _, e in entries]
-    grouped_barh(ax, [label for label, _ in entries], series, notes, "residual nDCG@10 (log)", room=3)
+    y = np.arange(len(entries))[::-1]
+    height = 0.8 / len(SYSTEMS)
+    for i, (name, color) in enumerate(zip(SYSTEMS, colors, strict=True)):
+        values = [e["systems"][name]["nDCG@10"] for _, e in entries]
+        bars = ax.barh(y + 0.4 - height * (i + 0.5), values, height, label=name, color=color)
+        if name != "query":
+            for bar, (_, e) in zip(bars, entries, strict=True):
+                ax.annotate(f" {e['gains'][name]['ndcg']:+.3f}", (bar.get_width(), bar.get_y() + height / 2),
+                            va="center", fontsize=7)
+    ax.set_yticks(y, [f"{label} ({e['with_feedback']} queries)" for label, e in entries], fontsize=8)
+    ax.set_xlim(0, 1.5)
+    ax.set_xlabel("residual nDCG@10; label: change against the query alone")
+    ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, path, "One round of feedback from the first page: residual nDCG@10")
 
 
