@@ -243,7 +243,7 @@ class SearchRequest(BaseModel):
         None, max_length=64, description="Stored documents the result should move away from (weighed less than "
         "`like`: 0.15 against 0.75); left out of the hits. Needs `like`, `query` or `vector`."
     )
-    top_k: int = Field(10, description="Hits to return (1..RRS_MAX_TOP_K).")
+    top_k: int = Field(10, description="Hits to return (1..RRS_MAX_TOP_K); with `group_by`, groups.")
     filter: dict[str, Any] | None = Field(
         None, description="Metadata filter: every `field: value` must hold ('a.b' is nested). A value is "
         "equality, or an object of operators: $eq $ne $gt $gte $lt $lte $in $nin $exists $contains; "
