@@ -590,8 +590,9 @@ class CollectionService:
         if req.query is not None and not req.query.strip():
             raise InvalidRequest("query: must be a non-empty string")
         if req.mode != "dense" and req.query is None:
-            given = "a `vector`" if req.vector is not None else "a `document_id`"
-            raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not {given}")
+            sent = ("a `vector`" if req.vector is not None else "a `document_id`" if req.document_id is not None
+                    else "only `like` documents")
+            raise InvalidRequest(f"mode: {req.mode} search needs `query` text, not {sent}")
         if req.group_by is not None:
             try:
                 check_field(req.group_by, "group_by")

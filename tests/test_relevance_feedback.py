@@ -79,6 +79,7 @@ def test_like_alone_and_with_a_query_rank_by_the_moved_vector(client, collection
     ({"document_id": "v1", "like": ["v2"]}, 400, "document_id: not combined with `like`"),
     ({"like": ["v1"], "unlike": ["v1"]}, 400, "unlike: 'v1' is also in `like`"),
     ({"like": ["v1"], "query": "x", "mode": "lexical"}, 400, "like: lexical search takes no example"),
+    ({"like": ["v1"], "mode": "hybrid"}, 400, "mode: hybrid search needs `query` text, not only `like` documents"),
     ({"like": [f"v{i % 40}" for i in range(65)]}, 422, "like"),
     ({"like": [f"v{i}" for i in range(33)], "unlike": [f"v{i}" for i in range(33, 40)] * 5}, 400,
      "at most 64 documents in `like` and `unlike` together"),
