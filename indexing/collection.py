@@ -441,7 +441,8 @@ class Collection:
         has no more, or `GROUP_MAX_DEPTH`), then each group's members as hits. With a metadata index on
         the field, groups the first search opened are completed by one search filtered to their values."""
         depth = group_depth(groups, group.size)
-        indexed = group.field in self.metadata_indexes()
+        fields = self.metadata_indexes()  # one schema read per grouped search
+        indexed, arrays = group.field in fields, f"{group.field}[]" in fields
         while True:
             wide = depth + len(skip)
             found = self.nearest(queries, self._depth(wide, plan), plan, params)
@@ -461,7 +462,8 @@ class Collection:
         if indexed:
             for row, (chosen, complete) in enumerate(picked):
                 if not complete and chosen:
-                    scored[row].update(self._complete_groups(queries[row], chosen, group, plan, params, skip))
+                    scored[row].update(self._complete_groups(queries[row], chosen, group, plan, params, skip,
+                                                             arrays))
         chosen_vids = [members(chosen) for chosen, _ in picked]
         docs = self.store.get_by_vids(sorted({v for vids in chosen_vids for v in vids}))
         results = []
@@ -475,13 +477,13 @@ class Collection:
 
     def _complete_groups(
         self, query: np.ndarray, chosen: list[Group], group: Grouping, plan: FilterPlan | None,
-        params: SearchParams | None, skip: set[int],
+        params: SearchParams | None, skip: set[int], arrays: bool,
     ) -> dict[int, tuple[float, ChunkRef | None]]:
         """Fill the short groups (in place) from one search filtered to their values (read from the
         field's metadata index), or one per group when they hold more documents together than an
-        exact search takes; returns the candidates' (score, matched chunk)."""
+        exact search takes; returns the candidates' (score, matched chunk). `arrays`: the field also has
+        an array index, which matches array elements."""
         short = [g for g in chosen if len(g.vids) < group.size]
-        arrays = f"{group.field}[]" in self.metadata_indexes()  # array elements, from the array index
 
         def holding(values: list[Any]) -> dict[str, Any]:
             flt: dict[str, Any] = {group.field: {"$in": values}}
@@ -749,6 +751,12 @@ class Collection:
             effort = replace(effort, rescored=fetch)
         return scores, vids, effort
 
+    def _similarities(self, queries: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """(queries, vectors) scores in the index's convention: higher is better for every metric."""
+        if self.config.metric == "l2":
+            return -((queries[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+        return queries @ x.T
+
     def _rescored(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each row's best k of its candidates, by exact scores on the stored vectors."""
         wanted = np.unique(candidates[candidates >= 0])
@@ -763,10 +771,7 @@ class Collection:
             held = pos < len(found)
             held[held] = found[pos[held]] == cand[held]  # a candidate the store no longer holds is dropped
             cand, pos = cand[held], pos[held]
-            if self.config.metric == "l2":
-                sims = -((x[pos] - queries[row]) ** 2).sum(1)
-            else:
-                sims = x[pos] @ queries[row]
+            sims = self._similarities(queries[row : row + 1], x[pos])[0]
             best = np.argsort(-sims, kind="stable")[:k]
             out_s[row, : len(best)], out_v[row, : len(best)] = sims[best], cand[best]
         return out_s, out_v
@@ -783,10 +788,7 @@ class Collection:
             if not len(found):
                 continue
             x = vectors if held is not None else self.index.prepare(vectors)
-            if self.config.metric == "l2":
-                sims = -((queries[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-            else:
-                sims = queries @ x.T
+            sims = self._similarities(queries, x)
             all_v = np.broadcast_to(found, sims.shape)
             if sims.shape[1] > k:  # keep each row's best k before merging: a partition, not a sort
                 best = np.argpartition(-sims, k - 1, axis=1)[:, :k]
