@@ -25,7 +25,8 @@ import numpy as np
 from benchmarks.filtered_search import DIM, _documents, _fill
 from benchmarks.reporting import save_figure, write_results
 from indexing.backup import backup_folder, fill_from_backup, read_backup
-from indexing.collection import CollectionCatalog, CollectionConfig
+from indexing.catalog import CollectionCatalog
+from indexing.collection import CollectionConfig
 from indexing.snapshot import read_manifest
 
 

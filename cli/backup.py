@@ -46,7 +46,7 @@ def restore(
 ) -> None:
     """Restore a backup as a new collection (checksums checked; its index snapshot loaded, else rebuilt)."""
     from indexing.backup import fill_from_backup, read_backup
-    from indexing.collection import CollectionCatalog
+    from indexing.catalog import CollectionCatalog
     from indexing.errors import IndexingError
     from service.settings import Settings
 

@@ -41,8 +41,9 @@ from indexing.calibration.serving import (
     install_calibration,
 )
 from indexing.calibration.shipped import shipped_calibration
+from indexing.catalog import CollectionCatalog
 from indexing.chunks import assemble, plan_chunks, resolve_chunking, stored_chunks
-from indexing.collection import Collection, CollectionCatalog, CollectionConfig, Hit, SearchResult
+from indexing.collection import Collection, CollectionConfig, Hit, SearchResult
 from indexing.errors import (
     CollectionExists,
     CollectionNotFound,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from indexing.aliases import ALIASES_FILE, AliasError
-from indexing.collection import CollectionCatalog, CollectionConfig
+from indexing.catalog import CollectionCatalog
+from indexing.collection import CollectionConfig
 from indexing.errors import CollectionExists, CollectionNotFound, InvalidDocument
 from indexing.store import Document
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from indexing.backup import BackupError, backup_folder, fill_from_backup, read_backup
 from indexing.batch import read_jsonl
 from indexing.calibration.shipped import shipped_calibration
-from indexing.collection import CollectionCatalog, CollectionConfig
+from indexing.catalog import CollectionCatalog
+from indexing.collection import CollectionConfig
 from indexing.store import Document
 from service.collections import DEMO_CORPUS
 

@@ -148,7 +148,7 @@ def test_prune_deletes_what_the_file_no_longer_holds(tmp_path: Path, embedder):
 
 
 def test_job_into_an_alias_fills_the_collection_it_names(tmp_path: Path, embedder):
-    from indexing.collection import CollectionCatalog
+    from indexing.catalog import CollectionCatalog
 
     index_file(tmp_path, "kb-v1", TINY / "corpus.jsonl", embedder, limit=3, progress=False)
     cat = CollectionCatalog(tmp_path)

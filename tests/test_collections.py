@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexing.collection import Collection, CollectionCatalog, CollectionConfig, validate_name
+from indexing.catalog import CollectionCatalog
+from indexing.collection import Collection, CollectionConfig, validate_name
 from indexing.errors import (
     CollectionExists,
     CollectionNotFound,

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexing.collection import Collection, CollectionCatalog, CollectionConfig
+from indexing.catalog import CollectionCatalog
+from indexing.collection import Collection, CollectionConfig
 from indexing.feedback import FeedbackLog, default_query_id
 from indexing.store import Document
 

@@ -3,7 +3,6 @@ against the float64 reference on ragged shapes."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,42 +17,34 @@ from kernels.attention.reference import normalise_scores, varlen_prefix_attentio
 
 CASES_SCRIPT = Path(__file__).with_name("kernel_interpret_cases.py")
 sys.path.insert(0, str(CASES_SCRIPT.parent))
+from interpreted import interpreted  # noqa: E402
 from kernel_interpret_cases import ATTENTION_CASES, FA4_CASES, FA4_SPIKY, NORMALIZER_RUNS  # noqa: E402
 
 FP32_BOUND = 1e-5  # float32 arithmetic lands far under 1e-3 (METHOD.md); the kernel measures ~3e-7
 FP16_BOUND = 2e-3  # fp16 operands and fp16 probabilities into the second dot
 
 
-def _interpret(which: str) -> dict[str, dict[str, float]]:
-    """One interpreter process runs every case (TRITON_INTERPRET must precede the triton import)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, str(CASES_SCRIPT), which], capture_output=True, text=True,
-                          env=env, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def interpreted_results() -> dict[str, dict[str, float]]:
-    return _interpret("attention")
+    return interpreted("attention")
 
 
 @pytest.fixture(scope="module")
 def interpreted_tma_results() -> dict[str, dict[str, float]]:
     """The Hopper TMA-descriptor variant: the interpreter emulates the descriptors' zero-filled loads."""
-    return _interpret("attention_tma")
+    return interpreted("attention_tma")
 
 
 @pytest.fixture(scope="module")
 def interpreted_fa4_results() -> dict[str, dict[str, float]]:
     """The pointer kernel with FlashAttention-4's lazy rescaling and split exp2 (halves)."""
-    return _interpret("attention_fa4")
+    return interpreted("attention_fa4")
 
 
 @pytest.fixture(scope="module")
 def interpreted_normalizer_results() -> dict[str, dict[str, float]]:
     """The pointer kernel with the other attention normalisers (ssmax, sigmoid, softpick)."""
-    return _interpret("attention_normalizers")
+    return interpreted("attention_normalizers")
 
 
 FA4_RUNS = [(c[0], c[-1]) for c in FA4_CASES] + [(f"{c[0]}_spiky", c[-1]) for c in ATTENTION_CASES if c[0] in FA4_SPIKY]

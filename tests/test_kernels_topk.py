@@ -3,9 +3,6 @@ the float64 matmul + topk reference."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,16 +14,13 @@ from kernels.topk.reference import similarity_topk_chunked
 
 CASES_SCRIPT = Path(__file__).with_name("kernel_interpret_cases.py")
 sys.path.insert(0, str(CASES_SCRIPT.parent))
+from interpreted import interpreted  # noqa: E402
 from kernel_interpret_cases import TOPK_CASES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def interpreted_results() -> dict[str, dict[str, float]]:
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, str(CASES_SCRIPT), "topk"], capture_output=True, text=True,
-                          env=env, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return interpreted("topk")
 
 
 @pytest.mark.parametrize("case", TOPK_CASES, ids=[c[0] for c in TOPK_CASES])

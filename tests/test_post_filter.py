@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from indexing.collection import Collection, CollectionCatalog, CollectionConfig
+from indexing.catalog import CollectionCatalog
+from indexing.collection import Collection, CollectionConfig
 from indexing.filter_plan import POST_FILTER_MAX_DEPTH, first_depth, next_depth
 from indexing.store import Chunk, Document, vector_id
 
