@@ -24,7 +24,6 @@ same store with them dropped, in the same run.
 
 from __future__ import annotations
 
-import argparse
 import random
 import shutil
 import tempfile
@@ -34,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.long_documents import DEFAULT_DATASET, DEFAULT_MODEL, paired_interval
-from benchmarks.reporting import save_figure, write_results
+from benchmarks.long_documents import paired_interval
+from benchmarks.reporting import run_on_dataset_and_demo, save_figure
 from indexing.batch import DocumentEncoder, index_file, read_jsonl
 from indexing.collection import Collection
 from indexing.evaluation import (
@@ -219,16 +218,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hybrid.json"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/img/hybrid.png"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        datasets = {args.dataset.name: args.dataset, "demo": demo_as_beir(Path(tmp) / "demo")}
-        results = run(datasets, args.model)
-    write_results(results, args.out, args.plot, table, plot)
+    run_on_dataset_and_demo(__doc__, "hybrid", lambda datasets, args: run(datasets, args.model), table, plot)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.hybrid import demo_as_beir
-from benchmarks.long_documents import DEFAULT_DATASET, DEFAULT_MODEL, paired_interval
-from benchmarks.reporting import save_figure, write_results
+from benchmarks.long_documents import paired_interval
+from benchmarks.reporting import format_gain, run_on_dataset_and_demo, save_figure
 from indexing.collection import Collection
 from indexing.evaluation import evaluate, load_beir, score_run
 from indexing.relevance_feedback import rocchio
@@ -146,9 +145,7 @@ def to_markdown(result: dict) -> str:
                 continue
             for name in SYSTEMS:
                 m = entry["systems"][name]
-                gain = entry["gains"].get(name)
-                vs = "baseline" if gain is None else (f"{gain['ndcg']:+.3f} [{gain['interval90'][0]:+.3f}, "
-                                                      f"{gain['interval90'][1]:+.3f}]")
+                vs = format_gain(entry["gains"].get(name))
                 lines.append(f"| {label} | {scenario} ({entry['with_feedback']} of {entry['queries']}; "
                              f"{entry['mean_liked']:.1f} / {entry['mean_unliked']:.1f}) | {name} | "
                              f"{m['nDCG@10']:.3f} | {m['R@100']:.3f} | {vs} |")
@@ -182,16 +179,11 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--relevant-grade", type=int, default=RELEVANT_GRADE)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/relevance_feedback.json"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/img/relevance_feedback.png"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        datasets = {args.dataset.name: args.dataset, "demo": demo_as_beir(Path(tmp))}
-        write_results(run(datasets, args.model, args.relevant_grade), args.out, args.plot, to_markdown, plot)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--relevant-grade", type=int, default=RELEVANT_GRADE)
+
+    run_on_dataset_and_demo(__doc__, "relevance_feedback", lambda datasets, args: run(
+        datasets, args.model, args.relevant_grade), to_markdown, plot, options)
 
 
 if __name__ == "__main__":

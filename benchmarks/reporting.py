@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def format_gain(gain: dict[str, Any] | None, key: str = "ndcg") -> str:
+    """`+0.041 [+0.010, +0.076]`: a paired difference with its interval, or "baseline" for None."""
+    if gain is None:
+        return "baseline"
+    lo, hi = gain["interval90"]
+    return f"{gain[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def save_figure(fig: Any, path: Path, title: str) -> None:
@@ -43,3 +53,25 @@ def write_results(results: dict, out: Path, plot_path: Path, table: Callable[[di
     print(table(results))
     plot(results, plot_path)
     print(f"wrote {out} and {plot_path}")
+
+
+def run_on_dataset_and_demo(doc: str, name: str, run: Callable[[dict[str, Path], argparse.Namespace], dict],
+                            table: Callable[[dict], str], plot: Callable[[dict, Path], None],
+                            options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """The main of a benchmark scored on `--dataset` and on the shipped demo corpus (as a BEIR folder):
+    `--model`, results in benchmarks/results/<name>.json, its plot in docs/img/<name>.png."""
+    from benchmarks.hybrid import demo_as_beir
+    from benchmarks.long_documents import DEFAULT_DATASET, DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/{name}.json"))
+    parser.add_argument("--plot", type=Path, default=Path(f"docs/img/{name}.png"))
+    if options is not None:
+        options(parser)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        datasets = {args.dataset.name: args.dataset, "demo": demo_as_beir(Path(tmp) / "demo")}
+        results = run(datasets, args)
+    write_results(results, args.out, args.plot, table, plot)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from indexing.ann import INDEX_KINDS, METRICS, RESCORE_OVERSAMPLE, EffortUsed, SearchParams, VectorIndex
+from indexing.diversity import Diversify, mmr_order
 from indexing.errors import (
     InvalidCollectionName,
     InvalidDocument,
@@ -32,7 +33,7 @@ from indexing.filters import check_index
 from indexing.grouping import GROUP_MAX_DEPTH, GROUP_OVERFETCH, Group, Grouping, group_depth, members, pick
 from indexing.lexical import TOKENIZERS, LexicalUnavailable
 from indexing.snapshot import SnapshotError, read_manifest, read_snapshot, write_snapshot
-from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, vector_id
+from indexing.store import Chunk, ChunkRef, Document, DocumentStore, Write, chunk_vector_id, vector_id
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SEARCH_MODES = ("dense", "lexical", "hybrid")
@@ -118,6 +119,7 @@ class SearchResult:
     relevance_filtered: int = 0  # candidates removed by that cut
     effort: EffortUsed | None = None  # the dense side's index kind and knobs (None for lexical search)
     groups: list[tuple[Any, list[str]]] | None = None  # grouped searches: (value, member ids) in rank order
+    score_filtered: int = 0  # candidates removed by the score cut (`min_score`)
 
 
 class Calibrator(Protocol):
@@ -380,6 +382,8 @@ class Collection:
         exact_count: bool = False,
         params: SearchParams | None = None,
         group: Grouping | None = None,
+        diversify: Diversify | None = None,
+        min_score: float | None = None,
     ) -> list[SearchResult]:
         """Top-k documents (joined with text and metadata) for each query.
 
@@ -390,15 +394,20 @@ class Collection:
         document the filter matches, however many (by default counting stops at `exact_filter_max`).
         `params`: this search's ANN effort (HNSW ef, IVF nprobe, or exact), else the index's defaults.
         `group`: return the best `top_k` groups of documents sharing a metadata value, `group.size`
-        hits each (grouping.py); `hits` then holds their members in group order.
+        hits each (grouping.py); `hits` then holds their members in group order. `diversify`: dense
+        mode, the top_k picked by MMR (diversity.py) from a deeper pool of candidates that passed the
+        relevance cut. `min_score`: hits whose raw score (cosine, inner product, -squared L2; BM25 in
+        lexical mode) is below it are dropped before calibration, a cut for collections without one.
         """
         if mode not in SEARCH_MODES:
             raise InvalidDocument(f"mode: one of {', '.join(SEARCH_MODES)}, got {mode!r}")
         if mode != "dense" and (text is None or not text.strip()):
             raise InvalidDocument(f"mode: {mode} search needs `query` text")
+        if diversify is not None and (mode != "dense" or group is not None):
+            raise InvalidDocument("mmr: dense, ungrouped searches only")
         if mode == "lexical":
             assert text is not None
-            return [self._lexical(text, top_k, filter_, min_relevance, exact_count, group)]
+            return [self._lexical(text, top_k, filter_, min_relevance, exact_count, group, min_score)]
         if query_vectors is None:
             raise InvalidDocument(f"query: {mode} search needs a query vector")
         queries = self.index.prepare(query_vectors)
@@ -406,31 +415,50 @@ class Collection:
         if mode == "hybrid":
             assert text is not None
             return [self._hybrid(queries[:1], text, top_k, plan, min_relevance, fusion_depth, fusion_k,
-                                 lexical_weight, params, group)]
+                                 lexical_weight, params, group, min_score)]
         # A calibrator reads the unfiltered top-n: without a filter, one search of that depth serves both.
         # Its first top_k are the top_k hits (exact and IVF: the same search; HNSW: efSearch is
         # max(ef, k), the same for k up to ef and a wider beam beyond).
         skip = {vector_id(doc_id) for doc_id in exclude}
         if group is not None:
-            return self._grouped(queries, top_k, plan, min_relevance, params, skip, group)
-        wide = top_k + len(skip)
+            return self._grouped(queries, top_k, plan, min_relevance, params, skip, group, min_score)
+        keep = top_k if diversify is None else max(top_k, diversify.pool(top_k))
+        wide = keep + len(skip)
         found = self.nearest(queries, self._depth(wide, plan), plan, params)
         scores, doc_vids = found.scores[:, :wide], found.doc_vids[:, :wide]
         docs = self.store.get_by_vids(np.unique(doc_vids[doc_vids >= 0]).tolist())
+        matched: dict[int, int] = {}  # per hit (document vid): the vector that scored it (a chunk's, or its own)
         results = []
         for row in range(len(queries)):
             hits = [
                 Hit(d.id, float(s), d.text, d.metadata, int(v), chunk=found.chunk_of(int(best)))
                 for s, v, best in zip(scores[row], doc_vids[row], found.vids[row, :wide], strict=True)
                 if v >= 0 and int(v) not in skip and (d := docs.get(int(v)))
-            ][:top_k]
+            ][:keep]
+            if diversify is not None:
+                matched.update((h.vid, _matched_vid(h)) for h in hits)
             results.append(self._relevance_cut(queries[row], hits, self._deep(found, row, plan), min_relevance,
-                                               plan, found.effort))
+                                               plan, found.effort, min_score))
+        if diversify is not None:
+            self._diversified(queries, results, matched, top_k, diversify.diversity)
         return results
+
+    def _diversified(self, queries: np.ndarray, results: list[SearchResult], matched: dict[int, int], top_k: int,
+                     diversity: float) -> None:
+        """Each result's hits (the candidates that passed the relevance cut) cut to `top_k` by MMR, in
+        place; a hit is represented by the vector that matched the query."""
+        found, rows = self.store.vectors_for(sorted(set(matched.values())))
+        by_vid = dict(zip(found.tolist(), rows, strict=True))
+        for query, result in zip(queries, results, strict=True):
+            if not result.hits:
+                continue
+            vectors = np.stack([by_vid.get(matched[h.vid], np.zeros(self.config.dim, np.float32))
+                                for h in result.hits])
+            result.hits = [result.hits[i] for i in mmr_order(query, vectors, top_k, diversity)]
 
     def _grouped(
         self, queries: np.ndarray, groups: int, plan: FilterPlan | None, min_relevance: float | None,
-        params: SearchParams | None, skip: set[int], group: Grouping,
+        params: SearchParams | None, skip: set[int], group: Grouping, min_score: float | None = None,
     ) -> list[SearchResult]:
         """Dense grouped search: candidates deepened until every query's groups are full (or the index
         has no more, or `GROUP_MAX_DEPTH`), then each group's members as hits. With a metadata index on
@@ -466,7 +494,7 @@ class Collection:
             hits = [Hit(d.id, scored[row][v][0], d.text, d.metadata, v, chunk=scored[row][v][1])
                     for v in vids if (d := docs.get(v))]
             result = self._relevance_cut(queries[row], hits, self._deep(found, row, plan), min_relevance, plan,
-                                         found.effort)
+                                         found.effort, min_score)
             results.append(_with_groups(result, chosen, docs))
         return results
 
@@ -533,9 +561,12 @@ class Collection:
         min_relevance: float | None,
         plan: FilterPlan | None,
         effort: EffortUsed | None = None,
+        min_score: float | None = None,
     ) -> SearchResult:
-        """Calibrated relevance on each hit, then the cut (the request's, else the fitted threshold)."""
+        """The score cut (`min_score`, when asked), calibrated relevance on each hit left, then the relevance
+        cut (the request's, else the fitted threshold)."""
         candidates = len(hits)
+        hits, score_filtered = _score_cut(hits, min_score)
         cut = min_relevance
         if self.calibrator is not None:
             hits = self.calibrator.calibrate(query, hits, deep)
@@ -547,11 +578,12 @@ class Collection:
         if cut is not None:
             hits = [h for h in hits if h.relevance is not None and h.relevance >= cut]
         matching, exact = (None, None) if plan is None else (plan.matching, plan.exact)
-        return SearchResult(hits, candidates, matching, exact, cut, candidates - len(hits), effort)
+        return SearchResult(hits, candidates, matching, exact, cut, candidates - score_filtered - len(hits), effort,
+                            score_filtered=score_filtered)
 
     def _lexical(
         self, text: str, top_k: int, filter_: dict[str, Any] | None, min_relevance: float | None,
-        exact_count: bool = False, group: Grouping | None = None,
+        exact_count: bool = False, group: Grouping | None = None, min_score: float | None = None,
     ) -> SearchResult:
         """BM25 hits; calibration maps cosine scores, so lexical hits carry no relevance. Grouped: the
         groups of the BM25 top `GROUP_MAX_DEPTH` at most (one ranking, read once)."""
@@ -572,7 +604,8 @@ class Collection:
         docs = self.store.get_by_vids(vids.tolist())
         hits = [Hit(d.id, float(s), d.text, d.metadata, int(v), lexical_score=float(s))
                 for s, v in zip(scores, vids, strict=True) if (d := docs.get(int(v)))]
-        result = SearchResult(hits, len(hits))
+        kept, score_filtered = _score_cut(hits, min_score)
+        result = SearchResult(kept, len(hits), score_filtered=score_filtered)
         if filter_ and exact_count:
             result.filtered_count, result.filtered_count_exact = self.store.count_matching(filter_), True
         elif filter_:
@@ -592,6 +625,7 @@ class Collection:
         lexical_weight: float = 1.0,
         params: SearchParams | None = None,
         group: Grouping | None = None,
+        min_score: float | None = None,
     ) -> SearchResult:
         """Reciprocal rank fusion: each document scores sum(w / (rrf_k + rank)) over the two rankings
         (w = 1 for the dense one, `lexical_weight` for the lexical one).
@@ -633,7 +667,8 @@ class Collection:
                 lexical_score=lexical.get(d), fused_score=fused[d])
             for d in order if (doc := docs.get(d)) and d in dense
         ]
-        result = self._relevance_cut(query[0], hits, self._deep(found, 0, plan), min_relevance, plan, found.effort)
+        result = self._relevance_cut(query[0], hits, self._deep(found, 0, plan), min_relevance, plan, found.effort,
+                                     min_score)
         return result if chosen is None else _with_groups(result, chosen, docs)
 
     def _exact_document_scores(self, query: np.ndarray, doc_vids: list[int]) -> dict[int, tuple[float, int]]:
@@ -746,6 +781,23 @@ class Collection:
             effort = replace(effort, rescored=fetch)
         return scores, vids, effort
 
+    def document_vectors(self, doc_vids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Each stored document's vector as a whole (missing ones are absent): its own, or for a chunked
+        document the mean of its chunks' (unit chunks first on cosine collections), which reads the
+        whole text where chunk 0 alone reads its opening."""
+        extra = self.store.chunk_vids(doc_vids)
+        found, rows = self.store.vectors_for([*doc_vids, *(v for vids in extra.values() for v in vids)])
+        by_vid = dict(zip(found.tolist(), rows, strict=True))
+        out: dict[int, np.ndarray] = {}
+        for vid in doc_vids:
+            if (own := by_vid.get(int(vid))) is None:
+                continue
+            parts = np.stack([own, *(by_vid[c] for c in extra.get(int(vid), ()) if c in by_vid)])
+            if len(parts) > 1 and self.config.metric == "cosine":
+                parts = parts / np.maximum(np.linalg.norm(parts, axis=1, keepdims=True), 1e-12)
+            out[int(vid)] = parts.mean(axis=0).astype(np.float32)
+        return out
+
     def _similarities(self, queries: np.ndarray, x: np.ndarray) -> np.ndarray:
         """(queries, vectors) scores in the index's convention: higher is better for every metric."""
         if self.config.metric == "l2":
@@ -810,6 +862,19 @@ class Collection:
             "chunks": self.store.chunk_count(),
             "metadata_indexes": self.metadata_indexes(),
         }
+
+
+def _score_cut(hits: list[Hit], min_score: float | None) -> tuple[list[Hit], int]:
+    """Hits whose raw score reaches `min_score` (all when None), and how many fell short."""
+    if min_score is None:
+        return hits, 0
+    kept = [h for h in hits if h.score >= min_score]
+    return kept, len(hits) - len(kept)
+
+
+def _matched_vid(hit: Hit) -> int:
+    """The vector id of the chunk that scored a hit (the document's own for chunk 0 or no chunks)."""
+    return hit.vid if hit.chunk is None or hit.chunk.part == 0 else chunk_vector_id(hit.id, hit.chunk.part)
 
 
 def _scored(found: Nearest, row: int) -> dict[int, tuple[float, ChunkRef | None]]:

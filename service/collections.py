@@ -44,6 +44,7 @@ from indexing.calibration.shipped import shipped_calibration
 from indexing.catalog import CollectionCatalog
 from indexing.chunks import assemble, plan_chunks, resolve_chunking, stored_chunks
 from indexing.collection import Collection, CollectionConfig, Hit, SearchResult
+from indexing.diversity import Diversify
 from indexing.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -93,6 +94,23 @@ def _excluded(req: SearchRequest) -> list[str]:
 
 def _grouping_of(req: SearchRequest) -> Grouping | None:
     return None if req.group_by is None else Grouping(req.group_by, req.group_size)
+
+
+def _paged(req: SearchRequest, result: SearchResult) -> SearchResult:
+    """The page `offset` asks for: hits (or groups, with their members) past the first `offset`."""
+    if not req.offset:
+        return result
+    if result.groups is None:
+        result.hits = result.hits[req.offset : req.offset + req.top_k]
+        return result
+    result.groups = result.groups[req.offset : req.offset + req.top_k]
+    kept = {doc_id for _, ids in result.groups for doc_id in ids}
+    result.hits = [h for h in result.hits if h.id in kept]
+    return result
+
+
+def _diversify_of(req: SearchRequest) -> Diversify | None:
+    return None if req.mmr is None else Diversify(req.mmr.diversity, req.mmr.candidates)
 
 
 @contextmanager
@@ -583,6 +601,12 @@ class CollectionService:
         """Refuse a malformed search before anything is embedded (messages name the field)."""
         if not 1 <= req.top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k: must be between 1 and {self.settings.max_top_k}, got {req.top_k}")
+        if req.offset:
+            if req.offset + req.top_k > self.settings.max_top_k:
+                raise InvalidRequest(f"offset: offset + top_k must be at most {self.settings.max_top_k} "
+                                     f"(RRS_MAX_TOP_K), got {req.offset + req.top_k}")
+            if req.rerank is not None:
+                raise InvalidRequest("offset: not combined with `rerank` (page with `rerank.top_n` instead)")
         given = sum(x is not None for x in (req.query, req.vector, req.document_id))
         if req.like or req.unlike:
             self._check_examples(req, given)
@@ -601,6 +625,8 @@ class CollectionService:
                 raise InvalidRequest(str(exc)) from None
             if req.rerank is not None:
                 raise InvalidRequest("group_by: not combined with `rerank` (reranking reorders hits across groups)")
+        if req.mmr is not None:
+            self._check_mmr(req)
         if req.mode == "lexical" and req.search_params is not None:
             raise InvalidRequest("search_params: lexical search reads no ANN index (use mode dense or hybrid)")
         if req.vector is not None and len(req.vector) != coll.config.dim:
@@ -632,18 +658,31 @@ class CollectionService:
             raise InvalidRequest(f"unlike: {both[0]!r} is also in `like`")
 
     @staticmethod
+    def _check_mmr(req: SearchRequest) -> None:
+        """MMR reorders one dense ranking; other stages that reorder or regroup hits would undo it."""
+        if req.mode != "dense":
+            raise InvalidRequest(f"mmr: dense search only ({req.mode} ranks are not similarities to diversify)")
+        if req.group_by is not None:
+            raise InvalidRequest("mmr: not combined with `group_by` (groups are diverse by construction)")
+        if req.rerank is not None:
+            raise InvalidRequest("mmr: not combined with `rerank` (reranking would reorder the diverse hits)")
+        assert req.mmr is not None
+        if req.mmr.candidates is not None and req.mmr.candidates < req.top_k:
+            raise InvalidRequest(f"mmr.candidates: must be at least top_k ({req.top_k}), got {req.mmr.candidates}")
+
+    @staticmethod
     def _depth_of(req: SearchRequest) -> int:
-        """Hits to retrieve: top_k, or the rerank stage's candidates when more."""
-        return req.top_k if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
+        """Hits to retrieve: top_k past the offset, or the rerank stage's candidates when more."""
+        return req.top_k + req.offset if req.rerank is None else max(req.top_k, req.rerank.candidates or req.top_k)
 
     def _search_one(self, coll: Collection, req: SearchRequest, qvec: np.ndarray | None) -> SearchResult:
         k = self._depth_of(req)
-        return coll.search(
+        return _paged(req, coll.search(
             qvec, k, req.filter, req.min_relevance, text=req.query, mode=req.mode,
             fusion_depth=max(k, self.settings.hybrid_depth), lexical_weight=req.lexical_weight,
             exclude=_excluded(req), exact_count=req.exact_count,
-            params=_params_of(req), group=_grouping_of(req),
-        )[0]
+            params=_params_of(req), group=_grouping_of(req), diversify=_diversify_of(req), min_score=req.min_score,
+        )[0])
 
     async def _query_vectors(
         self, coll: Collection, reqs: list[SearchRequest], timings: StageTimings
@@ -659,8 +698,7 @@ class CollectionService:
         stored: dict[int, np.ndarray] = {}
         if wanted:
             with _mapped_errors():
-                found, rows = await self._in_worker(coll.store.vectors_for, [vector_id(d) for d in sorted(wanted)])
-            stored = {int(v): row for v, row in zip(found, rows, strict=True)}
+                stored = await self._in_worker(coll.document_vectors, [vector_id(d) for d in sorted(wanted)])
 
         def stored_vector(i: int, name: str, doc_id: str) -> np.ndarray:
             if (vec := stored.get(vector_id(doc_id))) is None:
@@ -745,17 +783,18 @@ class CollectionService:
             for i, req in enumerate(reqs):
                 if req.mode == "dense" and not _excluded(req):
                     key = (self._depth_of(req), json.dumps(req.filter, sort_keys=True), req.min_relevance,
-                           req.exact_count, _params_of(req), _grouping_of(req))
+                           req.exact_count, _params_of(req), _grouping_of(req), _diversify_of(req), req.min_score)
                     groups.setdefault(key, []).append(i)
                     continue
                 with _named(i):
                     out[i] = self._search_one(coll, req, vectors[i][None] if i in vectors else None)
-            for (k, _, min_relevance, exact_count, params, grouping), rows in groups.items():
+            for (k, _, min_relevance, exact_count, params, grouping, diversify, min_score), rows in groups.items():
                 with _named(rows[0]):
                     found = coll.search(np.stack([vectors[i] for i in rows]), k, reqs[rows[0]].filter, min_relevance,
-                                        exact_count=exact_count, params=params, group=grouping)
+                                        exact_count=exact_count, params=params, group=grouping, diversify=diversify,
+                                        min_score=min_score)
                 for i, result in zip(rows, found, strict=True):
-                    out[i] = result
+                    out[i] = _paged(reqs[i], result)
             return [r for r in out if r is not None]
 
         with _mapped_errors(), timings.measure("search"):

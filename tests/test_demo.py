@@ -79,6 +79,13 @@ def test_demo_search_carries_calibrated_relevance_and_cuts_at_the_shipped_thresh
         assert len(every["groups"]) == 3 and len({g["value"] for g in every["groups"]}) == 3
         assert all(len(g["ids"]) <= 3 and {topics[i] for i in g["ids"]} == {g["value"]} for g in every["groups"])
 
+        # Diverse hits: the cut runs over the whole pool first, so MMR never brings back a cut passage.
+        diverse = _search(client, "how far does light travel in a year", top_k=3, mmr={"diversity": 0.9})
+        assert [h["id"] for h in diverse["hits"]] == ["astronomy-02"]
+        assert diverse["relevance_filtered"] == diverse["candidates"] - 1 and diverse["candidates"] > 3
+        kept = _search(client, "how far does light travel in a year", top_k=5, min_relevance=0, mmr={"diversity": 0})
+        assert [h["id"] for h in kept["hits"]] == [h["id"] for h in page["hits"]]
+
 
 def test_demo_without_the_shipped_calibration_then_with_it_after_a_restart(server_factory, tmp_path) -> None:
     data = tmp_path / "demo-data"

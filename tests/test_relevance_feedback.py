@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
 from indexing.errors import InvalidDocument
 from indexing.relevance_feedback import ALPHA, BETA, GAMMA, rocchio
+from tests.vector_collections import vector_collection
 
 DIM = 8
 RNG = np.random.default_rng(0)
@@ -39,12 +38,8 @@ def test_rocchio_refuses_what_has_no_direction():
 
 @pytest.fixture(scope="module")
 def collection(client) -> str:
-    name = f"like-{uuid.uuid4().hex[:8]}"
-    assert client.post("/v1/collections", json={"name": name, "dimension": DIM, "model": "custom"}).status_code == 201
-    docs = [{"id": f"v{i}", "vector": v.tolist(), "metadata": {"i": i}} for i, v in enumerate(VECTORS)]
-    assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
-    yield name
-    client.delete(f"/v1/collections/{name}")
+    with vector_collection(client, "like", VECTORS) as name:
+        yield name
 
 
 def _ids(answer: dict) -> list[str]:
@@ -94,3 +89,21 @@ def test_a_missing_example_in_a_batch_names_its_search(client, collection):
     r = client.post(f"/v1/collections/{collection}/search/batch",
                     json={"searches": [{"like": ["v1"]}, {"like": ["v2", "missing"]}]})
     assert r.status_code == 404 and "searches[1].like[1]: no document 'missing'" in r.json()["error"]["message"]
+
+
+def test_a_chunked_document_is_represented_by_the_mean_of_its_chunks(tmp_path):
+    """`document_id` and `like` read a long document whole: the mean of its (unit) chunk vectors."""
+    from indexing.collection import Collection, CollectionConfig
+    from indexing.store import Chunk, Document, vector_id
+
+    coll = Collection.create(tmp_path / "c", CollectionConfig("c", "custom", DIM, index_kind="flat"))
+    try:
+        first, second, third = VECTORS[0] * 2, VECTORS[1] * 5, VECTORS[2]
+        coll.upsert([Document("long", "x" * 30, {}), Document("short", "y", {})], np.stack([first, VECTORS[3]]),
+                    [[Chunk(0, 10), Chunk(10, 20, second), Chunk(20, 30, third)], []])
+        vectors = coll.document_vectors([vector_id("long"), vector_id("short"), vector_id("absent")])
+        assert set(vectors) == {vector_id("long"), vector_id("short")}
+        assert np.allclose(vectors[vector_id("long")], _unit(np.stack([first, second, third])).mean(0), atol=1e-6)
+        assert np.allclose(vectors[vector_id("short")], _unit(VECTORS[3]), atol=1e-6)  # its own, as stored (unit)
+    finally:
+        coll.close(snapshot=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import faiss
@@ -13,6 +12,7 @@ from indexing.ann import SearchParams, VectorIndex
 from indexing.collection import Collection, CollectionConfig
 from indexing.store import Document
 from tests.test_index import clustered, exact_topk, recall
+from tests.vector_collections import vector_collection
 
 DIM = 32
 X = np.random.default_rng(0).standard_normal((6000, DIM)).astype(np.float32)  # unclustered: ANN is imperfect
@@ -143,13 +143,8 @@ def test_exact_under_a_broad_filter_is_brute_force_over_the_matches(tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def vectors_collection(client) -> str:
-    name = f"effort-{uuid.uuid4().hex[:8]}"
-    r = client.post("/v1/collections", json={"name": name, "dimension": DIM, "model": "custom", "index": "hnsw"})
-    assert r.status_code == 201, r.text
-    docs = [{"id": f"v{i}", "vector": X[i].tolist(), "metadata": {"i": i}} for i in range(1500)]
-    assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
-    yield name
-    client.delete(f"/v1/collections/{name}")
+    with vector_collection(client, "effort", X[:1500], index="hnsw") as name:
+        yield name
 
 
 def test_search_params_over_http_report_what_ran(client, vectors_collection):

@@ -224,6 +224,7 @@ def _search_response(name: str, model: str, result: SearchResult, rerank_report:
         filtered_count_exact=result.filtered_count_exact,
         min_relevance=result.min_relevance,
         relevance_filtered=result.relevance_filtered,
+        score_filtered=result.score_filtered,
         rerank=SearchRerankReport(**vars(rerank_report)) if rerank_report is not None else None,
         groups=None if result.groups is None else [SearchGroup(value=v, ids=ids) for v, ids in result.groups],
         search_params=None if result.effort is None else SearchParamsUsed(

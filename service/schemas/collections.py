@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexing.ann import MAX_EF_SEARCH, MAX_OVERSAMPLE, RESCORE_OVERSAMPLE
+from indexing.diversity import DEFAULT_DIVERSITY, MAX_MMR_CANDIDATES, MMR_CANDIDATE_FACTOR, MMR_MIN_CANDIDATES
 from indexing.grouping import GROUP_MAX_DEPTH, MAX_GROUP_SIZE
 
 
@@ -189,6 +190,22 @@ class SearchRerankReport(BaseModel):
     seconds: float = 0.0
 
 
+class SearchMMR(BaseModel):
+    """Diversify the hits by maximal marginal relevance (docs/COLLECTIONS.md, "Diverse results")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    diversity: float = Field(
+        DEFAULT_DIVERSITY, ge=0.0, le=1.0, description="0 ranks by similarity to the query alone (the plain order); "
+        "towards 1, a candidate close to a hit already picked counts for less. Both similarities are cosines; "
+        "0.5 and above cost much relevance (docs/BENCHMARKS.md, \"Diverse results\")."
+    )
+    candidates: int | None = Field(
+        None, ge=1, le=MAX_MMR_CANDIDATES, description=f"Best hits to pick from (at least top_k; default "
+        f"{MMR_CANDIDATE_FACTOR} x top_k, at least {MMR_MIN_CANDIDATES}). The relevance cut applies to them first."
+    )
+
+
 class SearchParams(BaseModel):
     """This search's ANN effort: recall against latency (docs/COLLECTIONS.md, "Search effort")."""
 
@@ -231,8 +248,8 @@ class SearchRequest(BaseModel):
     query: str | None = Field(None, description="Query text (embedded with input_type=query).")
     vector: list[float] | None = Field(None, description="A query vector instead of `query` text.")
     document_id: str | None = Field(
-        None, description="Or search with this stored document's vector (more like it; the first chunk's for "
-        "a chunked document); the document itself is left out of the hits. Dense mode only."
+        None, description="Or search with this stored document's vector (more like it; a chunked document's is "
+        "the mean of its chunks'); the document itself is left out of the hits. Dense mode only."
     )
     like: list[str] | None = Field(
         None, max_length=64, description="Stored documents the result should resemble: with `query`/`vector`, the "
@@ -255,6 +272,15 @@ class SearchRequest(BaseModel):
         le=1.0,
         description="Drop hits whose calibrated relevance is below this (default: the collection's fitted "
         "threshold; 0 keeps every hit, on any collection). Above 0, a 400 when the collection has no calibration.",
+    )
+    min_score: float | None = Field(
+        None, allow_inf_nan=False, description="Drop hits whose `score` is below this: cosine or inner product "
+        "(-squared L2 for l2 collections), BM25 in lexical mode. A cut for collections without calibration; it "
+        "applies before calibration, `mmr` and paging."
+    )
+    offset: int = Field(
+        0, ge=0, description="Skip this many hits (groups, with `group_by`) of the ranking: the page after them. "
+        "offset + top_k is at most RRS_MAX_TOP_K. Not with `rerank`."
     )
     rerank: SearchRerank | None = None
     mode: Literal["dense", "lexical", "hybrid"] = Field(
@@ -282,6 +308,10 @@ class SearchRequest(BaseModel):
         f"{GROUP_MAX_DEPTH:,} deep. Not combined with `rerank`."
     )
     group_size: int = Field(1, ge=1, le=MAX_GROUP_SIZE, description="Hits per group, with `group_by`.")
+    mmr: SearchMMR | None = Field(
+        None, description="Diverse hits: the top_k picked from a deeper pool by maximal marginal relevance, so "
+        "near-copies of a hit make way for other documents. Dense mode; not with `group_by` or `rerank`."
+    )
 
 
 class HitChunk(BaseModel):
@@ -317,9 +347,11 @@ class SearchResponse(BaseModel):
     collection: str
     model: str
     hits: list[SearchHit]
-    candidates: int = Field(..., description="Hits retrieved before the relevance cut.")
+    candidates: int = Field(..., description="Hits retrieved before the score and relevance cuts (`offset` + "
+                            "`top_k` deep, or the `mmr` pool).")
     min_relevance: float | None = Field(None, description="The relevance cut applied, when calibrated.")
     relevance_filtered: int = Field(0, description="Candidates removed by the relevance cut.")
+    score_filtered: int = Field(0, description="Candidates removed by `min_score`.")
     filtered_count: int | None = Field(
         None, description="Documents that matched `filter`: exactly, or at least this many when "
         "`filtered_count_exact` is false (see `exact_count`)."
