@@ -632,31 +632,28 @@ class Collection:
 
         Every fused hit keeps its cosine `score` (exact, from the stored vectors, for documents only
         the lexical side found), so calibration reads it as it reads a dense hit's. Grouped: the groups
-        of the fused list, both rankings read `group_depth` deep (one pass, not deepened).
+        of the fused list, both rankings read `group_depth` deep, then 4x deeper while a group is short
+        and either ranking has more (up to `GROUP_MAX_DEPTH`).
         """
         depth = max(depth, top_k if group is None else group_depth(top_k, group.size))
-        found = self.nearest(query, self._depth(depth, plan), plan, params)
-        try:
-            lex_scores, lex_vids = self.store.lexical_search(text, depth, None if plan is None else plan.filter)
-        except LexicalUnavailable as exc:
-            raise InvalidDocument(f"mode: {exc}") from None
-        fused: dict[int, float] = {}
-        dense: dict[int, tuple[float, int]] = {}
-        for rank, (s, doc, best) in enumerate(
-            zip(found.scores[0, :depth], found.doc_vids[0, :depth], found.vids[0, :depth], strict=True)
-        ):
-            if doc >= 0:
-                fused[int(doc)] = fused.get(int(doc), 0.0) + 1.0 / (rrf_k + rank + 1)
-                dense[int(doc)] = (float(s), int(best))
-        lexical = {int(v): float(s) for s, v in zip(lex_scores, lex_vids, strict=True)}
-        for rank, doc in enumerate(lexical):
-            fused[doc] = fused.get(doc, 0.0) + lexical_weight / (rrf_k + rank + 1)
-        order = sorted(fused, key=lambda d: -fused[d])
         chosen: list[Group] | None = None
-        if group is None:
-            order = order[:top_k]
-        else:
-            chosen = pick(order, self.store.group_keys(order, group.field), top_k, group.size)[0]
+        while True:
+            found = self.nearest(query, self._depth(depth, plan), plan, params)
+            try:
+                lex_scores, lex_vids = self.store.lexical_search(text, depth, None if plan is None else plan.filter)
+            except LexicalUnavailable as exc:
+                raise InvalidDocument(f"mode: {exc}") from None
+            fused, dense, lexical = _fused(found, depth, lex_scores, lex_vids, rrf_k, lexical_weight)
+            order = sorted(fused, key=lambda d: -fused[d])
+            if group is None:
+                order = order[:top_k]
+                break
+            chosen, complete = pick(order, self.store.group_keys(order, group.field), top_k, group.size)
+            more = int((found.doc_vids[0, :depth] >= 0).sum()) == depth or len(lexical) == depth
+            if complete or not more or depth >= GROUP_MAX_DEPTH:
+                break
+            depth = min(GROUP_MAX_DEPTH, depth * GROUP_OVERFETCH)  # a group is short: both rankings deeper
+        if chosen is not None:
             order = members(chosen)
         dense.update(self._exact_document_scores(query[0], [d for d in order if d not in dense]))
         exact_refs = self.store.chunk_refs([dense[d][1] for d in order if d in dense])
@@ -862,6 +859,24 @@ class Collection:
             "chunks": self.store.chunk_count(),
             "metadata_indexes": self.metadata_indexes(),
         }
+
+
+def _fused(found: Nearest, depth: int, lex_scores: np.ndarray, lex_vids: np.ndarray, rrf_k: int,
+           lexical_weight: float) -> tuple[dict[int, float], dict[int, tuple[float, int]], dict[int, float]]:
+    """Reciprocal rank fusion of the dense top `depth` and the BM25 ranking: each document's fused
+    score, the dense side's (score, best vector id), and the lexical side's BM25 score."""
+    fused: dict[int, float] = {}
+    dense: dict[int, tuple[float, int]] = {}
+    for rank, (s, doc, best) in enumerate(
+        zip(found.scores[0, :depth], found.doc_vids[0, :depth], found.vids[0, :depth], strict=True)
+    ):
+        if doc >= 0:
+            fused[int(doc)] = fused.get(int(doc), 0.0) + 1.0 / (rrf_k + rank + 1)
+            dense[int(doc)] = (float(s), int(best))
+    lexical = {int(v): float(s) for s, v in zip(lex_scores, lex_vids, strict=True)}
+    for rank, doc in enumerate(lexical):
+        fused[doc] = fused.get(doc, 0.0) + lexical_weight / (rrf_k + rank + 1)
+    return fused, dense, lexical
 
 
 def _score_cut(hits: list[Hit], min_score: float | None) -> tuple[list[Hit], int]:

@@ -205,3 +205,36 @@ def test_bad_grouping_is_named(client, text_collection, extra, status, needle):
     r = client.post(f"/v1/collections/{text_collection}/search", json={"query": "planets", **extra})
     assert r.status_code == status, r.text
     assert needle in r.json()["error"]["message"]
+
+
+# Hybrid grouping deepens: 60 sources of 3 passages, one on the query's topic and two far from it, so
+# a source's other members rank below the first pass of both rankings (100 deep by default).
+TOPICS = ["Bread dough rises because yeast makes carbon dioxide", "A violin has four strings tuned in fifths",
+          "Glaciers carve valleys as they slowly move downhill", "Tax returns are due in the spring",
+          "A marathon is a little over forty-two kilometres long"]
+SCATTERED = [(f"s{s}-{m}", f"{'The planets orbit the Sun in ellipses' if m == 0 else TOPICS[(s + m) % 5]} "
+              f"(note {s}.{m}).", {"source": f"src{s}"}) for s in range(60) for m in range(3)]
+
+
+def test_hybrid_grouping_reads_deeper_until_its_groups_are_full(client):
+    name = f"groups-deep-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/collections", json={"name": name}).status_code == 201
+    try:
+        docs = [{"id": i, "text": t, "metadata": m} for i, t, m in SCATTERED]
+        assert client.post(f"/v1/collections/{name}/documents", json={"documents": docs}).status_code == 200
+        url = f"/v1/collections/{name}/search"
+        query = {"query": "do planets orbit the Sun", "mode": "hybrid", "min_relevance": 0}
+        answer = client.post(url, json={**query, "top_k": 4, "group_by": "source", "group_size": 3})
+        assert answer.status_code == 200, answer.text
+        groups = answer.json()["groups"]
+        assert len(groups) == 4 and all(len(g["ids"]) == 3 for g in groups)  # every member found
+        # The same groups as grouping by hand the fused ranking of the whole collection (180 deep).
+        whole = client.post(url, json={**query, "top_k": len(SCATTERED)}).json()
+        want: dict[str, list[str]] = {}
+        for hit in whole["hits"]:
+            src = hit["metadata"]["source"]
+            if src in want or len(want) < 4:
+                want.setdefault(src, []).append(hit["id"])
+        assert [(g["value"], g["ids"]) for g in groups] == list(want.items())
+    finally:
+        client.delete(f"/v1/collections/{name}")
