@@ -95,34 +95,37 @@ def index_columns(spec: str, column: str = "metadata") -> str:
     return ", ".join(f"json_extract({column}, {p}), json_type({column}, {p})" for p in paths)
 
 
-def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset()) -> tuple[str, list[Any]]:
+def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), per_row: bool = False
+               ) -> tuple[str, list[Any]]:
     """An SQL condition on a `documents` row (its `metadata` column) and its parameters.
 
     `arrays`: fields with an array index (`array_values` rows kept by triggers): `$contains` on them
-    looks the value up there instead of unpacking every document's array.
+    looks the value up there instead of unpacking every document's array. `per_row`: the condition
+    is tested on given rows (a search's candidates) rather than used to find the matching rows, so
+    that lookup probes each row's elements instead of collecting every document that holds the value.
     """
     if not isinstance(filter_, dict):
         raise InvalidDocument("filter: must be an object of field: value pairs")
-    return _all(filter_, "filter", "metadata", 0, arrays)
+    return _all(filter_, "filter", "metadata", 0, arrays, per_row)
 
 
-def _all(filter_: dict[str, Any], where: str, column: str, depth: int, arrays: frozenset[str]
+def _all(filter_: dict[str, Any], where: str, column: str, depth: int, arrays: frozenset[str], per_row: bool
          ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for key, value in filter_.items():
         if key in ("$and", "$or"):
-            sql, p = _combine(key, value, f"{where}.{key}", column, depth, arrays)
+            sql, p = _combine(key, value, f"{where}.{key}", column, depth, arrays, per_row)
         elif key.startswith("$"):
             raise InvalidDocument(f"{where}: unknown operator {key!r} (at this level: $and, $or, or field names)")
         else:
-            sql, p = _field(key, value, where, column, arrays)
+            sql, p = _field(key, value, where, column, arrays, per_row)
         clauses.append(sql)
         params += p
     return (" AND ".join(clauses) if clauses else "1"), params
 
 
-def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: frozenset[str]
+def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: frozenset[str], per_row: bool
              ) -> tuple[str, list[Any]]:
     if depth >= MAX_DEPTH:
         raise InvalidDocument(f"{where}: $and/$or nested deeper than {MAX_DEPTH}")
@@ -133,13 +136,14 @@ def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: f
     for i, sub in enumerate(value):
         if not isinstance(sub, dict):
             raise InvalidDocument(f"{where}[{i}]: must be an object of field: value pairs")
-        sql, p = _all(sub, f"{where}[{i}]", column, depth + 1, arrays)
+        sql, p = _all(sub, f"{where}[{i}]", column, depth + 1, arrays, per_row)
         parts.append(f"({sql})")
         params += p
     return "(" + (" AND " if op == "$and" else " OR ").join(parts) + ")", params
 
 
-def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str]) -> tuple[str, list[Any]]:
+def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str], per_row: bool
+           ) -> tuple[str, list[Any]]:
     path = json_path(check_field(key, where))
     where = f"{where}.{key}"
     if not isinstance(value, dict):
@@ -165,7 +169,7 @@ def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str]
                 raise InvalidDocument(f"{at}: must be true or false")
             sql, p = f"json_type({column}, {path}) IS {'NOT ' if operand else ''}NULL", []
         elif op == "$contains":
-            sql, p = (_contains_indexed(key, _scalar(operand, at)) if key in arrays
+            sql, p = (_contains_indexed(key, _scalar(operand, at), per_row) if key in arrays
                       else _contains(column, path, _scalar(operand, at)))
         else:
             raise InvalidDocument(f"{at}: unknown operator (one of {', '.join(_OPERATORS)})")
@@ -241,7 +245,15 @@ def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def _contains_indexed(key: str, value: Any) -> tuple[str, list[Any]]:
-    """`$contains` through the array index: the same typed test on the rows its triggers keep."""
+def _contains_indexed(key: str, value: Any, per_row: bool = False) -> tuple[str, list[Any]]:
+    """`$contains` through the array index: the same typed test on the rows its triggers keep.
+
+    Finding matches, the value's index entries list them; testing given rows, each row is one probe
+    of (value, vid) in the same index, since collecting every holder of a common value first (a tag
+    half the documents carry) would cost that on every test.
+    """
     test, params = _element("a", value)
+    if per_row:
+        return (f"EXISTS (SELECT 1 FROM array_values AS a WHERE a.vid = documents.vid AND a.field = ? AND {test})",
+                [key, *params])
     return f"vid IN (SELECT a.vid FROM array_values AS a WHERE a.field = ? AND {test})", [key, *params]

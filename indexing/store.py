@@ -558,15 +558,17 @@ class DocumentStore:
                     out[vid] = typed_values(raw, json_type)
         return out
 
-    def documents_passing(self, filter_: dict[str, Any], doc_vids: Sequence[int]) -> np.ndarray:
+    def documents_passing(self, filter_: dict[str, Any], doc_vids: Sequence[int], per_row: bool = True
+                          ) -> np.ndarray:
         """Those of `doc_vids` (documents' vector ids) whose document the filter matches.
 
         The candidates drive the join (CROSS JOIN fixes the order), so a broad filter is checked on
-        a search's few hundred candidates instead of being read whole from its index.
+        a search's few hundred candidates instead of being read whole from its index. `per_row` False
+        compiles the filter as for finding matches (benchmarks/filtered_search.py compares the two).
         """
         if not len(doc_vids):
             return np.zeros(0, np.int64)
-        where, params = self._filter(filter_)
+        where, params = self._filter(filter_, per_row=per_row)
         sql = (f"SELECT group_concat(vid) FROM json_each(?) AS candidate CROSS JOIN documents "
                f"ON documents.vid = candidate.value WHERE {where}")
         with self._lock:
@@ -604,8 +606,8 @@ class DocumentStore:
             self._conn.execute("ROLLBACK")
             raise
 
-    def _filter(self, filter_: dict[str, Any] | None) -> tuple[str, list[Any]]:
-        return filter_sql(filter_ or {}, self._arrays())
+    def _filter(self, filter_: dict[str, Any] | None, per_row: bool = False) -> tuple[str, list[Any]]:
+        return filter_sql(filter_ or {}, self._arrays(), per_row)
 
     def create_metadata_index(self, spec: str) -> bool:
         """Index a metadata field for filters; False if it already was. `a` and `a+b` serve equality,

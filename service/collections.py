@@ -667,8 +667,9 @@ class CollectionService:
         if req.rerank is not None:
             raise InvalidRequest("mmr: not combined with `rerank` (reranking would reorder the diverse hits)")
         assert req.mmr is not None
-        if req.mmr.candidates is not None and req.mmr.candidates < req.top_k:
-            raise InvalidRequest(f"mmr.candidates: must be at least top_k ({req.top_k}), got {req.mmr.candidates}")
+        if req.mmr.candidates is not None and req.mmr.candidates < req.top_k + req.offset:
+            raise InvalidRequest(f"mmr.candidates: must be at least top_k + offset ({req.top_k + req.offset}), "
+                                 f"got {req.mmr.candidates}")
 
     @staticmethod
     def _depth_of(req: SearchRequest) -> int:

@@ -171,7 +171,8 @@ def test_search_with_mmr_picks_as_the_definition_does(client, collection) -> Non
     ({"mmr": {"diversity": 1.5}}, 422, "mmr.diversity"),
     ({"mmr": {"candidates": 0}}, 422, "mmr.candidates"),
     ({"mmr": {"lambda": 0.5}}, 422, "mmr.lambda"),
-    ({"mmr": {"candidates": 3}, "top_k": 5}, 400, "mmr.candidates: must be at least top_k (5), got 3"),
+    ({"mmr": {"candidates": 3}, "top_k": 5}, 400, "mmr.candidates: must be at least top_k + offset (5), got 3"),
+    ({"mmr": {"candidates": 8}, "top_k": 5, "offset": 5}, 400, "at least top_k + offset (10), got 8"),
     ({"mmr": {}, "group_by": "i"}, 400, "mmr: not combined with `group_by`"),
     ({"mmr": {}, "rerank": {}}, 400, "mmr: not combined with `rerank`"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,7 @@ def test_sql_matches_the_reference_on_random_filters(store, flt):
     candidates = [d.vid for d in s.get_by_ids([f"d{i:03d}" for i in range(0, len(metas), 3)])] + [987654321]
     passing = {d.vid for d in s.get_by_ids(expected)} & set(candidates)
     assert sorted(s.documents_passing(flt, candidates).tolist()) == sorted(passing)
+    assert sorted(s.documents_passing(flt, candidates, per_row=False).tolist()) == sorted(passing)
 
 
 @pytest.mark.parametrize(("flt", "check"), [
@@ -339,3 +341,27 @@ def test_facets_keep_types_apart(tmp_path: Path):
     got = {(_kind(f.value), f.value): f.count for f in values}
     assert got == {("number", 1): 3, ("bool", True): 2, ("text", "1"): 1, ("null", None): 1} and distinct == 4
     assert values[0].count == 3 and values[1].count == 2  # most frequent first
+
+
+def test_testing_candidates_probes_each_ones_array_elements(tmp_path: Path):
+    """A post-filter tests a search's candidates: an indexed `$contains` then looks each candidate up
+    (one index probe of value and vid), not the list of every document holding the value, which for a
+    tag most documents carry would be most of the table on every test."""
+    s = DocumentStore(tmp_path / "s.sqlite3", 2)
+    assert s.create_metadata_index("tags[]")
+    s.upsert([Document(f"d{i}", "t", {"tags": ["common"] + (["rare"] if i % 50 == 0 else [])}) for i in range(500)],
+             np.ones((500, 2), np.float32))
+    flt = {"tags": {"$contains": "common"}}
+    candidates = [d.vid for d in s.get_by_ids([f"d{i}" for i in range(0, 500, 7)])]
+
+    def plan(per_row: bool) -> str:
+        where, params = s._filter(flt, per_row=per_row)
+        sql = (f"EXPLAIN QUERY PLAN SELECT vid FROM json_each(?) AS candidate CROSS JOIN documents "
+               f"ON documents.vid = candidate.value WHERE {where}")
+        return " | ".join(row[-1] for row in s._conn.execute(sql, [json.dumps(candidates), *params]))
+
+    assert "CORRELATED" in plan(True) and "LIST SUBQUERY" not in plan(True)
+    assert "LIST SUBQUERY" in plan(False)  # finding matches: the value's index entries list them
+    assert len(s.documents_passing(flt, candidates)) == len(candidates)
+    assert sorted(s.documents_passing({"tags": {"$contains": "rare"}}, candidates).tolist()) == sorted(
+        d.vid for d in s.get_by_ids([f"d{i}" for i in range(0, 500, 7) if i % 50 == 0]))

@@ -201,7 +201,7 @@ class SearchMMR(BaseModel):
         "0.5 and above cost much relevance (docs/BENCHMARKS.md, \"Diverse results\")."
     )
     candidates: int | None = Field(
-        None, ge=1, le=MAX_MMR_CANDIDATES, description=f"Best hits to pick from (at least top_k; default "
+        None, ge=1, le=MAX_MMR_CANDIDATES, description=f"Best hits to pick from (at least top_k + offset; default "
         f"{MMR_CANDIDATE_FACTOR} x top_k, at least {MMR_MIN_CANDIDATES}). The relevance cut applies to them first."
     )
 
