@@ -46,8 +46,9 @@ FILTERS: list[tuple[str, dict[str, Any]]] = [
     ("lang $ne en (no index serves $ne)", {"lang": {"$ne": "en"}}),
     ("tags $contains (array index tags[])", {"tags": {"$contains": "tag07"}}),
     ("tags $contains a tag 40 % carry", {"tags": {"$contains": "shared"}}),
+    ("that tag and lang = de", {"tags": {"$contains": "shared"}, "lang": "de"}),
 ]
-BROAD_CONTAINS = FILTERS[-1][1]
+BROAD_CONTAINS = {"tags": {"$contains": "shared"}}
 SHARED_TAG_RATE = 0.4
 
 

@@ -20,6 +20,7 @@ test beside it as the index's second column: an indexed match never reads the ro
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from indexing.errors import InvalidDocument
@@ -95,21 +96,25 @@ def index_columns(spec: str, column: str = "metadata") -> str:
     return ", ".join(f"json_extract({column}, {p}), json_type({column}, {p})" for p in paths)
 
 
-def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), per_row: bool = False
+RowWise = bool | Callable[[str, Any], bool]  # per indexed `$contains` (field, value): test it row by row?
+
+
+def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), per_row: RowWise = False
                ) -> tuple[str, list[Any]]:
     """An SQL condition on a `documents` row (its `metadata` column) and its parameters.
 
     `arrays`: fields with an array index (`array_values` rows kept by triggers): `$contains` on them
     looks the value up there instead of unpacking every document's array. `per_row`: the condition
     is tested on given rows (a search's candidates) rather than used to find the matching rows, so
-    that lookup probes each row's elements instead of collecting every document that holds the value.
+    that lookup probes each row's elements instead of collecting every document that holds the value;
+    a callable decides it per (field, value), for a scan that stops at a limit (store.py).
     """
     if not isinstance(filter_, dict):
         raise InvalidDocument("filter: must be an object of field: value pairs")
     return _all(filter_, "filter", "metadata", 0, arrays, per_row)
 
 
-def _all(filter_: dict[str, Any], where: str, column: str, depth: int, arrays: frozenset[str], per_row: bool
+def _all(filter_: dict[str, Any], where: str, column: str, depth: int, arrays: frozenset[str], per_row: RowWise
          ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -125,8 +130,8 @@ def _all(filter_: dict[str, Any], where: str, column: str, depth: int, arrays: f
     return (" AND ".join(clauses) if clauses else "1"), params
 
 
-def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: frozenset[str], per_row: bool
-             ) -> tuple[str, list[Any]]:
+def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: frozenset[str],
+             per_row: RowWise) -> tuple[str, list[Any]]:
     if depth >= MAX_DEPTH:
         raise InvalidDocument(f"{where}: $and/$or nested deeper than {MAX_DEPTH}")
     if not isinstance(value, list) or not value or len(value) > MAX_LIST:
@@ -142,7 +147,7 @@ def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: f
     return "(" + (" AND " if op == "$and" else " OR ").join(parts) + ")", params
 
 
-def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str], per_row: bool
+def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str], per_row: RowWise
            ) -> tuple[str, list[Any]]:
     path = json_path(check_field(key, where))
     where = f"{where}.{key}"
@@ -169,8 +174,9 @@ def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str]
                 raise InvalidDocument(f"{at}: must be true or false")
             sql, p = f"json_type({column}, {path}) IS {'NOT ' if operand else ''}NULL", []
         elif op == "$contains":
-            sql, p = (_contains_indexed(key, _scalar(operand, at), per_row) if key in arrays
-                      else _contains(column, path, _scalar(operand, at)))
+            element = _scalar(operand, at)
+            sql, p = (_contains_indexed(key, element, per_row if isinstance(per_row, bool) else per_row(key, element))
+                      if key in arrays else _contains(column, path, element))
         else:
             raise InvalidDocument(f"{at}: unknown operator (one of {', '.join(_OPERATORS)})")
         clauses.append(sql)
@@ -243,6 +249,34 @@ def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
     sql = (f"(json_type({column}, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each({column}, {path}) AS e "
            f"WHERE {test}))")
     return sql, params
+
+
+def served_by_indexes(filter_: dict[str, Any], indexed: frozenset[str], arrays: frozenset[str]) -> bool:
+    """Whether every condition of a (checked) filter reads an index: an equality, `$in` or comparison
+    on a field with a metadata index of its own, or a `$contains` on an array-indexed field. `$ne`,
+    `$nin` and `$exists` read each row's metadata, whatever is indexed."""
+    for key, value in filter_.items():
+        if key in ("$and", "$or"):
+            if not all(served_by_indexes(sub, indexed, arrays) for sub in value):
+                return False
+        elif not isinstance(value, dict):
+            if key not in indexed:
+                return False
+        else:
+            for op in value:
+                if op == "$contains":
+                    if key not in arrays:
+                        return False
+                elif op in ("$ne", "$nin", "$exists") or key not in indexed:
+                    return False
+    return True
+
+
+def array_holders_sql(key: str, value: Any, limit: int) -> tuple[str, list[Any]]:
+    """How many documents' array field `key` holds `value`, counted from the array index up to `limit`."""
+    test, params = _element("a", value)
+    return (f"SELECT count(*) FROM (SELECT 1 FROM array_values AS a WHERE a.field = ? AND {test} LIMIT ?)",
+            [key, *params, int(limit)])
 
 
 def _contains_indexed(key: str, value: Any, per_row: bool = False) -> tuple[str, list[Any]]:

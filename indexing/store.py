@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,13 +25,16 @@ from indexing.errors import InvalidDocument
 from indexing.facets import FacetValue, facet_queries, merge_counts, typed_values
 from indexing.filters import (
     ARRAY_INDEX,
+    RowWise,
     array_backfill,
+    array_holders_sql,
     array_triggers,
     check_field,
     check_index,
     filter_sql,
     index_columns,
     json_path,
+    served_by_indexes,
 )
 from indexing.lexical import LexicalIndex
 
@@ -507,7 +511,7 @@ class DocumentStore:
 
         With `limit`, at most that many documents are read: a count equal to it means "at least".
         """
-        where, params = self._filter(filter_)
+        where, params = self._limited_filter(filter_, limit)
         rows = f"SELECT vid FROM documents WHERE {where}" + ("" if limit is None else f" LIMIT {int(limit)}")
         with self._lock:
             # One text of all ids: 2.4x faster than a row per id when a broad filter matches 160k.
@@ -526,7 +530,7 @@ class DocumentStore:
     def count_matching(self, filter_: dict[str, Any], limit: int | None = None) -> int:
         """Documents the filter matches (from the index alone when one serves it); with `limit`,
         counting stops there."""
-        where, params = self._filter(filter_)
+        where, params = self._limited_filter(filter_, limit)
         rows = f"SELECT 1 FROM documents WHERE {where}" + ("" if limit is None else f" LIMIT {int(limit)}")
         with self._lock:
             return int(self._conn.execute(f"SELECT count(*) FROM ({rows})", params).fetchone()[0])
@@ -606,8 +610,34 @@ class DocumentStore:
             self._conn.execute("ROLLBACK")
             raise
 
-    def _filter(self, filter_: dict[str, Any] | None, per_row: bool = False) -> tuple[str, list[Any]]:
+    def _filter(self, filter_: dict[str, Any] | None, per_row: RowWise = False) -> tuple[str, list[Any]]:
         return filter_sql(filter_ or {}, self._arrays(), per_row)
+
+    def _limited_filter(self, filter_: dict[str, Any] | None, limit: int | None) -> tuple[str, list[Any]]:
+        """The filter compiled for a read that stops after `limit` matches.
+
+        An indexed `$contains` is either a list of the value's holders, built whole before any row
+        is read, or a probe per row of a scan that stops at the limit. Reading `limit` matches of a
+        value that `h` of `n` documents hold costs about `h` list entries, or `limit * n / h` probes,
+        so the scan wins when `h > sqrt(limit * n)`: the holders are counted up to that bound. Only
+        where every other condition reads an index too: one that reads each row's metadata is cheaper
+        on the holders alone than on every row a scan passes.
+        """
+        arrays = self._arrays()
+        if limit is None or not filter_ or not arrays:
+            return self._filter(filter_)
+        filter_sql(filter_, arrays)  # a malformed filter fails here, with its own message
+        indexed = frozenset(f for f in self.metadata_indexes() if "+" not in f and not f.endswith(ARRAY_INDEX))
+        if not served_by_indexes(filter_, indexed, arrays):
+            return self._filter(filter_)
+        bound = max(1, math.isqrt(int(limit) * max(self.count(), 1)))
+
+        def common(key: str, value: Any) -> bool:
+            sql, params = array_holders_sql(key, value, bound)
+            with self._lock:
+                return int(self._conn.execute(sql, params).fetchone()[0]) >= bound
+
+        return self._filter(filter_, per_row=common)
 
     def create_metadata_index(self, spec: str) -> bool:
         """Index a metadata field for filters; False if it already was. `a` and `a+b` serve equality,

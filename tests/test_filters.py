@@ -365,3 +365,42 @@ def test_testing_candidates_probes_each_ones_array_elements(tmp_path: Path):
     assert len(s.documents_passing(flt, candidates)) == len(candidates)
     assert sorted(s.documents_passing({"tags": {"$contains": "rare"}}, candidates).tolist()) == sorted(
         d.vid for d in s.get_by_ids([f"d{i}" for i in range(0, 500, 7) if i % 50 == 0]))
+
+
+def test_a_read_that_stops_early_probes_rows_for_a_value_most_documents_hold(tmp_path: Path):
+    """Reading the first `limit` matches: a `$contains` of a value held by more than sqrt(limit * n)
+    documents becomes a per-row probe of a scan that stops at the limit; a rarer value, or one beside
+    a condition no index serves, keeps the list of its holders."""
+    s = DocumentStore(tmp_path / "s.sqlite3", 2)
+    assert s.create_metadata_index("tags[]") and s.create_metadata_index("lang")
+    s.upsert([Document(f"d{i}", "t", {"tags": ["common"] + (["rare"] if i % 50 == 0 else []), "lang": "de"})
+              for i in range(400)], np.ones((400, 2), np.float32))  # sqrt(16 * 400) = 80 holders decide
+
+    def plan(flt: dict) -> str:
+        where, params = s._limited_filter(flt, 16)
+        sql = f"EXPLAIN QUERY PLAN SELECT vid FROM documents WHERE {where} LIMIT 16"
+        return " | ".join(row[-1] for row in s._conn.execute(sql, params))
+
+    common, rare = {"tags": {"$contains": "common"}}, {"tags": {"$contains": "rare"}}
+    assert "CORRELATED" in plan(common) and "LIST SUBQUERY" in plan(rare)
+    assert "CORRELATED" in plan({"$and": [common, {"lang": "de"}]})  # an indexed equality beside it
+    assert "LIST SUBQUERY" in plan({"$and": [common, {"lang": {"$ne": "fr"}}]})  # $ne reads every row
+    assert "LIST SUBQUERY" in plan({"$and": [common, {"year": 2020}]})  # no index on year
+    for flt in (common, rare, {"$or": [rare, {"lang": "de"}]}):
+        assert s.vids_matching(flt, limit=16)[1] == min(16, s.count_matching(flt))
+    assert s.count_matching(common, limit=16) == 16 and s.count_matching(rare, limit=16) == 8
+
+
+@pytest.mark.parametrize(("flt", "served"), [
+    ({"a": 1, "b": {"$gte": 2, "$lt": 5}}, True),
+    ({"$or": [{"a": {"$in": [1, 2]}}, {"tags": {"$contains": "x"}}]}, True),
+    ({"a": {"$ne": 1}}, False),
+    ({"a": {"$exists": True}}, False),
+    ({"c": 1}, False),
+    ({"a": {"$contains": 1}}, False),  # `a` has a metadata index, not an array index
+    ({"$and": [{"a": 1}, {"$or": [{"b": 1}, {"c": 2}]}]}, False),
+])
+def test_which_filters_read_indexes_alone(flt: dict, served: bool):
+    from indexing.filters import served_by_indexes
+
+    assert served_by_indexes(flt, frozenset({"a", "b"}), frozenset({"tags"})) is served
