@@ -630,9 +630,8 @@ class DocumentStore:
         indexed = frozenset(f for f in self.metadata_indexes() if "+" not in f and not f.endswith(ARRAY_INDEX))
         if not served_by_indexes(filter_, indexed, arrays):
             return self._filter(filter_)
-        bound = max(1, math.isqrt(int(limit) * max(self.count(), 1)))
-
         def common(key: str, value: Any) -> bool:
+            bound = max(1, math.isqrt(int(limit) * max(self.count(), 1)))  # only for a $contains: count() scans
             sql, params = array_holders_sql(key, value, bound)
             with self._lock:
                 return int(self._conn.execute(sql, params).fetchone()[0]) >= bound
