@@ -252,12 +252,15 @@ def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
 
 
 def served_by_indexes(filter_: dict[str, Any], indexed: frozenset[str], arrays: frozenset[str]) -> bool:
-    """Whether every condition of a (checked) filter reads an index: an equality, `$in` or comparison
-    on a field with a metadata index of its own, or a `$contains` on an array-indexed field. `$ne`,
-    `$nin` and `$exists` read each row's metadata, whatever is indexed."""
+    """Whether every condition of a filter reads an index: an equality, `$in` or comparison on a
+    field with a metadata index of its own, or a `$contains` on an array-indexed field. `$ne`, `$nin`
+    and `$exists` read each row's metadata, whatever is indexed. A malformed filter is not served
+    (compiling it reports what is wrong)."""
+    if not isinstance(filter_, dict):
+        return False
     for key, value in filter_.items():
         if key in ("$and", "$or"):
-            if not all(served_by_indexes(sub, indexed, arrays) for sub in value):
+            if not isinstance(value, list) or not all(served_by_indexes(sub, indexed, arrays) for sub in value):
                 return False
         elif not isinstance(value, dict):
             if key not in indexed:

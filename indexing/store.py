@@ -626,12 +626,15 @@ class DocumentStore:
         arrays = self._arrays()
         if limit is None or not filter_ or not arrays:
             return self._filter(filter_)
-        filter_sql(filter_, arrays)  # a malformed filter fails here, with its own message
         indexed = frozenset(f for f in self.metadata_indexes() if "+" not in f and not f.endswith(ARRAY_INDEX))
         if not served_by_indexes(filter_, indexed, arrays):
-            return self._filter(filter_)
+            return self._filter(filter_)  # (a malformed filter fails there, with its own message)
+        bounds: list[int] = []  # count() scans the table: once, and only when a $contains asks
+
         def common(key: str, value: Any) -> bool:
-            bound = max(1, math.isqrt(int(limit) * max(self.count(), 1)))  # only for a $contains: count() scans
+            if not bounds:
+                bounds.append(max(1, math.isqrt(int(limit) * max(self.count(), 1))))
+            bound = bounds[0]
             sql, params = array_holders_sql(key, value, bound)
             with self._lock:
                 return int(self._conn.execute(sql, params).fetchone()[0]) >= bound
