@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from indexing.errors import InvalidDocument
@@ -99,39 +100,52 @@ def index_columns(spec: str, column: str = "metadata") -> str:
 RowWise = bool | Callable[[str, Any], bool]  # per indexed `$contains` (field, value): test it row by row?
 
 
-def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), per_row: RowWise = False
-               ) -> tuple[str, list[Any]]:
+@dataclass(frozen=True)
+class _Compile:
+    """What compiling one filter needs besides the filter: the indexes it may read, and for what."""
+
+    column: str
+    arrays: frozenset[str]
+    indexed: frozenset[str]
+    per_row: RowWise
+
+    def row_wise(self, key: str, value: Any) -> bool:
+        return self.per_row if isinstance(self.per_row, bool) else self.per_row(key, value)
+
+
+def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), per_row: RowWise = False,
+               indexed: frozenset[str] = frozenset()) -> tuple[str, list[Any]]:
     """An SQL condition on a `documents` row (its `metadata` column) and its parameters.
 
     `arrays`: fields with an array index (`array_values` rows kept by triggers): `$contains` on them
-    looks the value up there instead of unpacking every document's array. `per_row`: the condition
-    is tested on given rows (a search's candidates) rather than used to find the matching rows, so
-    that lookup probes each row's elements instead of collecting every document that holds the value;
-    a callable decides it per (field, value), for a scan that stops at a limit (store.py).
+    looks the value up there instead of unpacking every document's array. `indexed`: fields with a
+    metadata index of their own, through which a negation (`$ne`, `$nin`, `$exists`) finding matches
+    reads the documents it excludes, instead of every row's metadata. `per_row`: the condition is
+    tested on given rows (a search's candidates) rather than used to find the matching rows, so
+    those lookups probe each row instead of collecting every document that holds the value; a
+    callable decides it per `$contains` (field, value), for a scan that stops at a limit (store.py).
     """
     if not isinstance(filter_, dict):
         raise InvalidDocument("filter: must be an object of field: value pairs")
-    return _all(filter_, "filter", "metadata", 0, arrays, per_row)
+    return _all(filter_, "filter", 0, _Compile("metadata", arrays, indexed, per_row))
 
 
-def _all(filter_: dict[str, Any], where: str, column: str, depth: int, arrays: frozenset[str], per_row: RowWise
-         ) -> tuple[str, list[Any]]:
+def _all(filter_: dict[str, Any], where: str, depth: int, ctx: _Compile) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for key, value in filter_.items():
         if key in ("$and", "$or"):
-            sql, p = _combine(key, value, f"{where}.{key}", column, depth, arrays, per_row)
+            sql, p = _combine(key, value, f"{where}.{key}", depth, ctx)
         elif key.startswith("$"):
             raise InvalidDocument(f"{where}: unknown operator {key!r} (at this level: $and, $or, or field names)")
         else:
-            sql, p = _field(key, value, where, column, arrays, per_row)
+            sql, p = _field(key, value, where, ctx)
         clauses.append(sql)
         params += p
     return (" AND ".join(clauses) if clauses else "1"), params
 
 
-def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: frozenset[str],
-             per_row: RowWise) -> tuple[str, list[Any]]:
+def _combine(op: str, value: Any, where: str, depth: int, ctx: _Compile) -> tuple[str, list[Any]]:
     if depth >= MAX_DEPTH:
         raise InvalidDocument(f"{where}: $and/$or nested deeper than {MAX_DEPTH}")
     if not isinstance(value, list) or not value or len(value) > MAX_LIST:
@@ -141,20 +155,23 @@ def _combine(op: str, value: Any, where: str, column: str, depth: int, arrays: f
     for i, sub in enumerate(value):
         if not isinstance(sub, dict):
             raise InvalidDocument(f"{where}[{i}]: must be an object of field: value pairs")
-        sql, p = _all(sub, f"{where}[{i}]", column, depth + 1, arrays, per_row)
+        sql, p = _all(sub, f"{where}[{i}]", depth + 1, ctx)
         parts.append(f"({sql})")
         params += p
     return "(" + (" AND " if op == "$and" else " OR ").join(parts) + ")", params
 
 
-def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str], per_row: RowWise
-           ) -> tuple[str, list[Any]]:
+def _field(key: str, value: Any, where: str, ctx: _Compile) -> tuple[str, list[Any]]:
     path = json_path(check_field(key, where))
+    column = ctx.column
     where = f"{where}.{key}"
     if not isinstance(value, dict):
         return _equal(column, path, _scalar(value, where))
     if not value:
         raise InvalidDocument(f"{where}: an operator object needs at least one of {', '.join(_OPERATORS)}")
+    # A negation finding matches on an indexed field: every document but those the index lists.
+    through_index = key in ctx.indexed and ctx.per_row is not True
+    negate = _excluding if through_index else _negate
     clauses: list[str] = []
     params: list[Any] = []
     for op, operand in value.items():
@@ -162,21 +179,25 @@ def _field(key: str, value: Any, where: str, column: str, arrays: frozenset[str]
         if op == "$eq":
             sql, p = _equal(column, path, _scalar(operand, at))
         elif op == "$ne":
-            sql, p = _negate(*_equal(column, path, _scalar(operand, at)))
+            sql, p = negate(*_equal(column, path, _scalar(operand, at)))
         elif op in _COMPARE:
             sql, p = _compare(column, path, _COMPARE[op], operand, at)
         elif op in ("$in", "$nin"):
             sql, p = _member(column, path, operand, at)
             if op == "$nin":
-                sql, p = _negate(sql, p)
+                sql, p = negate(sql, p)
         elif op == "$exists":
             if not isinstance(operand, bool):
                 raise InvalidDocument(f"{at}: must be true or false")
-            sql, p = f"json_type({column}, {path}) IS {'NOT ' if operand else ''}NULL", []
+            if through_index:
+                sql, p = _present(column, path), []
+                sql, p = (f"vid IN (SELECT vid FROM documents WHERE {sql})", p) if operand else _excluding(sql, p)
+            else:
+                sql, p = f"json_type({column}, {path}) IS {'NOT ' if operand else ''}NULL", []
         elif op == "$contains":
             element = _scalar(operand, at)
-            sql, p = (_contains_indexed(key, element, per_row if isinstance(per_row, bool) else per_row(key, element))
-                      if key in arrays else _contains(column, path, element))
+            sql, p = (_contains_indexed(key, element, ctx.row_wise(key, element))
+                      if key in ctx.arrays else _contains(column, path, element))
         else:
             raise InvalidDocument(f"{at}: unknown operator (one of {', '.join(_OPERATORS)})")
         clauses.append(sql)
@@ -212,6 +233,20 @@ def _equal(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
 
 def _negate(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
     return f"NOT COALESCE({sql}, 0)", params  # a missing field makes the test NULL: its negation holds
+
+
+def _excluding(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """The negation of an index-served test as the documents it does not list: the index reads the
+    excluded ones, and the rest are vector ids from the smallest index (no row's metadata is read)."""
+    return f"vid NOT IN (SELECT vid FROM documents WHERE {sql})", params
+
+
+def _present(column: str, path: str) -> str:
+    """`json_type(...) IS NOT NULL` as two reads of the field's index: every non-null value sorts at
+    or above -Inf (numbers, then text: objects and arrays read as their JSON text), and JSON null is
+    the one value `json_extract` returns as NULL."""
+    value_of = f"json_extract({column}, {path})"
+    return f"({value_of} >= -9e999 OR ({value_of} IS NULL AND json_type({column}, {path}) = 'null'))"
 
 
 def _compare(column: str, path: str, sign: str, value: Any, where: str) -> tuple[str, list[Any]]:
@@ -252,10 +287,9 @@ def _contains(column: str, path: str, value: Any) -> tuple[str, list[Any]]:
 
 
 def served_by_indexes(filter_: dict[str, Any], indexed: frozenset[str], arrays: frozenset[str]) -> bool:
-    """Whether every condition of a filter reads an index: an equality, `$in` or comparison on a
-    field with a metadata index of its own, or a `$contains` on an array-indexed field. `$ne`, `$nin`
-    and `$exists` read each row's metadata, whatever is indexed. A malformed filter is not served
-    (compiling it reports what is wrong)."""
+    """Whether every condition of a filter reads an index: any condition but `$contains` on a field
+    that leads a metadata index (a negation reads the documents it excludes there), or a `$contains`
+    on an array-indexed field. A malformed filter is not served (compiling it reports what is wrong)."""
     if not isinstance(filter_, dict):
         return False
     for key, value in filter_.items():
@@ -270,7 +304,7 @@ def served_by_indexes(filter_: dict[str, Any], indexed: frozenset[str], arrays: 
                 if op == "$contains":
                     if key not in arrays:
                         return False
-                elif op in ("$ne", "$nin", "$exists") or key not in indexed:
+                elif key not in indexed:
                     return False
     return True
 

@@ -610,8 +610,15 @@ class DocumentStore:
             self._conn.execute("ROLLBACK")
             raise
 
+    def _indexed_fields(self) -> frozenset[str]:
+        """Fields that lead a metadata index (`a`, and `a` of a composite `a+b`): an index read of them
+        serves equality, ranges, and the exclusions of negations."""
+        return frozenset(f.split("+")[0] for f in self.metadata_indexes() if not f.endswith(ARRAY_INDEX))
+
     def _filter(self, filter_: dict[str, Any] | None, per_row: RowWise = False) -> tuple[str, list[Any]]:
-        return filter_sql(filter_ or {}, self._arrays(), per_row)
+        if not filter_:
+            return "1", []
+        return filter_sql(filter_, self._arrays(), per_row, self._indexed_fields())
 
     def _limited_filter(self, filter_: dict[str, Any] | None, limit: int | None) -> tuple[str, list[Any]]:
         """The filter compiled for a read that stops after `limit` matches.
@@ -626,8 +633,7 @@ class DocumentStore:
         arrays = self._arrays()
         if limit is None or not filter_ or not arrays:
             return self._filter(filter_)
-        indexed = frozenset(f for f in self.metadata_indexes() if "+" not in f and not f.endswith(ARRAY_INDEX))
-        if not served_by_indexes(filter_, indexed, arrays):
+        if not served_by_indexes(filter_, self._indexed_fields(), arrays):
             return self._filter(filter_)  # (a malformed filter fails there, with its own message)
         bounds: list[int] = []  # count() scans the table: once, and only when a $contains asks
 

@@ -229,6 +229,30 @@ def test_indexed_fields_are_read_through_their_index(tmp_path: Path, flt):
     s.close()
 
 
+@pytest.mark.parametrize("flt", [
+    {"a": {"$ne": "x"}}, {"a": {"$nin": [1, "x", None]}}, {"a": {"$exists": False}}, {"a": {"$exists": True}},
+    {"a": {"$ne": 2}, "b": "x"}, {"$or": [{"a": {"$ne": True}}, {"b": {"$exists": False}}]},
+])
+def test_negations_of_indexed_fields_read_no_row(tmp_path: Path, flt):
+    """Finding a negation's matches reads the excluded documents from the index and the rest from the
+    smallest index: no row's metadata. Testing given rows reads those rows' metadata."""
+    s = DocumentStore(tmp_path / "ix.sqlite3", 2)
+    metas = [{"a": v, "b": "x"} for v in ("x", 2, True, None, {"o": 1}, [1])] + [{}, {"b": "y"}]
+    s.upsert([Document(f"d{i}", "t", m) for i, m in enumerate(metas)], np.ones((len(metas), 2), np.float32))
+    plain = sorted(d.id for d in s.page(100, None, flt))  # before the indexes: every row's metadata
+    for field in ("a", "b"):
+        s.create_metadata_index(field)
+    where, params = s._filter(flt)
+    plan = [r[3] for r in s._conn.execute(f"EXPLAIN QUERY PLAN SELECT vid FROM documents WHERE {where}", params)]
+    assert all(step.startswith(("SEARCH", "LIST", "MULTI-INDEX", "INDEX", "COMPOUND", "LEFT-MOST", "SCAN documents "
+                                "USING COVERING INDEX")) for step in plan), plan
+    assert "USING INDEX meta:a" in " ".join(plan)
+    assert sorted(d.id for d in s.page(100, None, flt)) == plain and len(plain) > 0
+    where, _ = s._filter(flt, per_row=True)
+    assert "NOT IN" not in where and "vid IN" not in where  # a candidate's own row is the cheap test
+    s.close()
+
+
 def test_metadata_indexes_are_read_back_and_dropped(tmp_path: Path):
     s = DocumentStore(tmp_path / "ix.sqlite3", 2)
     assert s.create_metadata_index("year") and s.create_metadata_index("a.b-c")
@@ -394,8 +418,9 @@ def test_a_read_that_stops_early_probes_rows_for_a_value_most_documents_hold(tmp
 @pytest.mark.parametrize(("flt", "served"), [
     ({"a": 1, "b": {"$gte": 2, "$lt": 5}}, True),
     ({"$or": [{"a": {"$in": [1, 2]}}, {"tags": {"$contains": "x"}}]}, True),
-    ({"a": {"$ne": 1}}, False),
-    ({"a": {"$exists": True}}, False),
+    ({"a": {"$ne": 1}}, True),  # the index lists the documents a negation excludes
+    ({"a": {"$exists": True}, "b": {"$nin": [1, 2]}}, True),
+    ({"c": {"$ne": 1}}, False),
     ({"c": 1}, False),
     ({"a": {"$contains": 1}}, False),  # `a` has a metadata index, not an array index
     ({"$and": [{"a": 1}, {"$or": [{"b": 1}, {"c": 2}]}]}, False),
