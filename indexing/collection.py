@@ -741,16 +741,18 @@ class Collection:
             out_s = np.full((len(queries), k), -np.inf, np.float32)
             out_d = np.full((len(queries), k), -1, np.int64)
             out_v = np.full((len(queries), k), -1, np.int64)
-            fewest = k
+            fewest, passed = k, 0
             for row in range(len(queries)):
-                cols = [c for c, d in enumerate(found.doc_vids[row].tolist()) if d in passing][:k]
+                cols = [c for c, d in enumerate(found.doc_vids[row].tolist()) if d in passing]
+                passed += len(cols)
+                cols = cols[:k]
                 out_s[row, : len(cols)] = found.scores[row, cols]
                 out_d[row, : len(cols)] = found.doc_vids[row, cols]
                 out_v[row, : len(cols)] = found.vids[row, cols]
                 fewest = min(fewest, len(cols))
             if fewest == k or depth >= vectors:  # every row has k, or every vector was ranked
                 return Nearest(out_s, out_d, out_v, found.chunks, unfiltered=found, effort=found.effort)
-            deeper = next_depth(k, depth, fewest, vectors)
+            deeper = next_depth(k, depth, fewest, vectors, passed / len(queries))
             if deeper is None:
                 return None
             depth = deeper

@@ -98,6 +98,7 @@ def index_columns(spec: str, column: str = "metadata") -> str:
 
 
 RowWise = bool | Callable[[str, Any], bool]  # per indexed `$contains` (field, value): test it row by row?
+Excludes = Callable[[str, list[Any]], bool]  # per indexed negation (the excluded rows' test): read them?
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,14 @@ class _Compile:
     arrays: frozenset[str]
     indexed: frozenset[str]
     per_row: RowWise
+    excludes: Excludes | None = None  # None: every indexed negation reads the documents it excludes
 
     def row_wise(self, key: str, value: Any) -> bool:
         return self.per_row if isinstance(self.per_row, bool) else self.per_row(key, value)
 
 
 def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), per_row: RowWise = False,
-               indexed: frozenset[str] = frozenset()) -> tuple[str, list[Any]]:
+               indexed: frozenset[str] = frozenset(), excludes: Excludes | None = None) -> tuple[str, list[Any]]:
     """An SQL condition on a `documents` row (its `metadata` column) and its parameters.
 
     `arrays`: fields with an array index (`array_values` rows kept by triggers): `$contains` on them
@@ -124,10 +126,12 @@ def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), pe
     tested on given rows (a search's candidates) rather than used to find the matching rows, so
     those lookups probe each row instead of collecting every document that holds the value; a
     callable decides it per `$contains` (field, value), for a scan that stops at a limit (store.py).
+    `excludes` decides the same for a negation in such a scan: given the test of the rows it
+    excludes, whether to read them all first (few) or to test each row the scan passes (many).
     """
     if not isinstance(filter_, dict):
         raise InvalidDocument("filter: must be an object of field: value pairs")
-    return _all(filter_, "filter", 0, _Compile("metadata", arrays, indexed, per_row))
+    return _all(filter_, "filter", 0, _Compile("metadata", arrays, indexed, per_row, excludes))
 
 
 def _all(filter_: dict[str, Any], where: str, depth: int, ctx: _Compile) -> tuple[str, list[Any]]:
@@ -171,7 +175,12 @@ def _field(key: str, value: Any, where: str, ctx: _Compile) -> tuple[str, list[A
         raise InvalidDocument(f"{where}: an operator object needs at least one of {', '.join(_OPERATORS)}")
     # A negation finding matches on an indexed field: every document but those the index lists.
     through_index = key in ctx.indexed and ctx.per_row is not True
-    negate = _excluding if through_index else _negate
+
+    def negate(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+        if through_index and (ctx.excludes is None or ctx.excludes(sql, params)):
+            return _excluding(sql, params)
+        return _negate(sql, params)
+
     clauses: list[str] = []
     params: list[Any] = []
     for op, operand in value.items():
@@ -189,9 +198,10 @@ def _field(key: str, value: Any, where: str, ctx: _Compile) -> tuple[str, list[A
         elif op == "$exists":
             if not isinstance(operand, bool):
                 raise InvalidDocument(f"{at}: must be true or false")
-            if through_index:
-                sql, p = _present(column, path), []
-                sql, p = (f"vid IN (SELECT vid FROM documents WHERE {sql})", p) if operand else _excluding(sql, p)
+            if through_index and operand:
+                sql, p = f"vid IN (SELECT vid FROM documents WHERE {_present(column, path)})", []
+            elif through_index and (ctx.excludes is None or ctx.excludes(_present(column, path), [])):
+                sql, p = _excluding(_present(column, path), [])
             else:
                 sql, p = f"json_type({column}, {path}) IS {'NOT ' if operand else ''}NULL", []
         elif op == "$contains":
@@ -307,6 +317,20 @@ def served_by_indexes(filter_: dict[str, Any], indexed: frozenset[str], arrays: 
                 elif key not in indexed:
                     return False
     return True
+
+
+def holders_source(filter_: Any, arrays: frozenset[str]) -> tuple[str, list[Any]] | None:
+    """For a filter that is one `$contains` on an array-indexed field: a query of the matching vector
+    ids straight from the array index, else None. Its entries name only stored documents (triggers
+    keep them), so the documents table need not be read: that was one table lookup per match."""
+    if not isinstance(filter_, dict) or len(filter_) != 1:
+        return None
+    ((key, cond),) = filter_.items()
+    if key not in arrays or not isinstance(cond, dict) or list(cond) != ["$contains"]:
+        return None
+    test, params = _element("a", _scalar(cond["$contains"], f"filter.{key}.$contains"))
+    # DISTINCT: an array may hold the value twice; the index's (field, value, type, vid) order keeps it cheap
+    return f"SELECT DISTINCT a.vid AS vid FROM array_values AS a WHERE a.field = ? AND {test}", [key, *params]
 
 
 def array_holders_sql(key: str, value: Any, limit: int) -> tuple[str, list[Any]]:

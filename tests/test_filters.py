@@ -253,6 +253,49 @@ def test_negations_of_indexed_fields_read_no_row(tmp_path: Path, flt):
     s.close()
 
 
+def test_a_read_that_stops_early_lists_only_a_few_excluded_documents(tmp_path: Path):
+    """Listing what a negation excludes costs every excluded document before the first row is read: a
+    read that stops at a limit does it only when they are fewer than the limit."""
+    s = DocumentStore(tmp_path / "ix.sqlite3", 2)
+    metas = [{"lang": "en" if i % 2 else "de", "tenant": f"t{i % 50}", **({"rare": 1} if i % 100 == 0 else {})}
+             for i in range(400)]
+    s.upsert([Document(f"d{i}", "t", m) for i, m in enumerate(metas)], np.ones((len(metas), 2), np.float32))
+    s.create_metadata_index("lang")
+    s.create_metadata_index("tenant")
+    s.create_metadata_index("rare")
+    for flt, listed in (({"tenant": {"$ne": "t3"}}, True), ({"lang": {"$ne": "en"}}, False),
+                        ({"rare": {"$exists": False}}, True), ({"tenant": {"$exists": False}}, False),
+                        ({"lang": {"$nin": ["en", "fr"]}}, False)):
+        where, params = s._limited_filter(flt, 64)  # excluded: t3 8 documents, rare 4; en 200, tenant 400
+        assert ("NOT IN" in where) is listed, flt
+        expected = sorted(d.vid for d in s.page(1000, None, flt))
+        got, count = s.vids_matching(flt, limit=64)
+        assert count == min(64, len(expected)) and set(got.tolist()) <= set(expected)
+        assert sorted(s.vids_matching(flt)[0].tolist()) == expected and "NOT IN" in s._filter(flt)[0]
+    s.close()
+
+
+def test_a_lone_indexed_contains_reads_the_array_index_alone(tmp_path: Path):
+    s = DocumentStore(tmp_path / "arr.sqlite3", 2)
+    metas = [{"tags": ["x", "x", 1]}, {"tags": ["y"]}, {"tags": "x"}, {"tags": [True, "x"]}, {}]
+    s.upsert([Document(f"d{i}", "t", m) for i, m in enumerate(metas)], np.ones((len(metas), 2), np.float32))
+    s.create_metadata_index("tags[]")
+    for flt, want in (({"tags": {"$contains": "x"}}, ["d0", "d3"]), ({"tags": {"$contains": 1}}, ["d0"]),
+                      ({"tags": {"$contains": True}}, ["d3"]), ({"tags": {"$contains": "z"}}, [])):
+        rows, params = s._matching_rows(flt, None)
+        plan = " ".join(r[3] for r in s._conn.execute(f"EXPLAIN QUERY PLAN {rows}", params))
+        assert "documents" not in plan and "array_values_elements" in plan  # no lookup per match
+        vids, count = s.vids_matching(flt)
+        assert count == len(want) == s.count_matching(flt)  # d0 holds "x" twice: counted once
+        assert sorted(vids.tolist()) == sorted(d.vid for d in s.get_by_ids(want))
+        assert s.count_matching(flt, limit=1) == min(1, len(want))
+    s.delete(["d0"])  # the triggers drop its elements with it
+    assert s.count_matching({"tags": {"$contains": "x"}}) == 1
+    with pytest.raises(InvalidDocument, match="filter.tags.\\$contains: value must be"):
+        s.vids_matching({"tags": {"$contains": ["x"]}})
+    s.close()
+
+
 def test_metadata_indexes_are_read_back_and_dropped(tmp_path: Path):
     s = DocumentStore(tmp_path / "ix.sqlite3", 2)
     assert s.create_metadata_index("year") and s.create_metadata_index("a.b-c")

@@ -165,6 +165,9 @@ def test_the_depth_rules():
     assert next_depth(10, 256, 0, 10**6) is None  # none passed: reading the matches is cheaper
     assert next_depth(10, 1000, 9, 1000) is None  # every vector was ranked
     assert next_depth(10, 2048, 19, 10**6) == POST_FILTER_MAX_DEPTH  # 2x, up to the ceiling
+    # 5 of 256 in the worst row, 5 on average: 1,024 deeper, where ~3,900 of 200k match (~8 ids a candidate)
+    assert next_depth(10, 256, 5, 200_000, mean_passed=5) is None
+    assert next_depth(10, 256, 5, 10**6, mean_passed=5) == 1024  # ~19,500 match: deeper is cheaper
 
 
 def test_hybrid_search_fuses_the_post_filtered_dense_list(catalog: CollectionCatalog):
