@@ -28,7 +28,7 @@ from indexing.errors import (
     InvalidDocument,
 )
 from indexing.feedback import FEEDBACK_FILE, FeedbackLog
-from indexing.filter_plan import EXACT_FILTER_MAX, FilterPlan, first_depth, next_depth
+from indexing.filter_plan import EXACT_FILTER_MAX, FilterPlan, filtered_ef, first_depth, next_depth
 from indexing.filters import check_index
 from indexing.grouping import GROUP_MAX_DEPTH, GROUP_OVERFETCH, Group, Grouping, group_depth, members, pick
 from indexing.lexical import TOKENIZERS, LexicalUnavailable
@@ -768,6 +768,8 @@ class Collection:
         if params is not None and params.exact and not self.index.searches_exactly:
             return *self._exact_over(queries, self.index.live_vids() if allowed is None else allowed, k), exact
         params = params or SearchParams()
+        if allowed is not None and self.index.kind == "hnsw" and params.ef is None:  # (an `ef` asked for stands)
+            params = replace(params, ef=filtered_ef(k, len(allowed), len(self.index), self.index.ef_search))
         fetch = k
         if self.index.kind == "ivf_pq" and params.rescore and not params.exact:
             fetch = k * (params.oversample or RESCORE_OVERSAMPLE)

@@ -24,6 +24,7 @@ EXACT_FILTER_MAX = 4096  # fewer matching documents than this: exact search over
 POST_FILTER_FIRST_DEPTH = 256  # the first unfiltered search goes at most this deep (unless k needs more)
 POST_FILTER_MAX_DEPTH = 4096  # deeper than this, reading every match is cheaper
 OVERFETCH = 2.0  # search twice the depth the pass rate predicts: rows vary around the average
+FILTERED_EF_MAX = 1024  # the widest HNSW beam a bitmap-filtered search is given by default
 # Ranking one more unfiltered candidate and testing it against the filter costs about as much as
 # reading this many matching ids (dev machine: ~14 us a candidate at depth 256, ~0.4-2 us an id)
 RANK_VS_READ = 8
@@ -61,3 +62,12 @@ def next_depth(k: int, depth: int, fewest_passed: int, vectors: int, mean_passed
     if mean_passed is not None and wanted * RANK_VS_READ > mean_passed / depth * vectors:
         return None
     return int(min(vectors, wanted))
+
+
+def filtered_ef(k: int, allowed: int, vectors: int, ef: int) -> int:
+    """The HNSW beam for a search under a filter's bitmap: the beam ranks vectors whether they pass
+    or not, so a filter that passes a share `s` leaves about `ef * s` of it for the results. It is
+    widened to twice `k / s` (as deep as post-filtering would look), up to `FILTERED_EF_MAX`
+    (benchmarks/filtered_search.py: recall of the read-all plan)."""
+    share = max(allowed, 1) / max(vectors, 1)
+    return max(ef, min(FILTERED_EF_MAX, math.ceil(OVERFETCH * k / share)))

@@ -16,7 +16,7 @@ import pytest
 
 from indexing.catalog import CollectionCatalog
 from indexing.collection import Collection, CollectionConfig
-from indexing.filter_plan import POST_FILTER_MAX_DEPTH, first_depth, next_depth
+from indexing.filter_plan import FILTERED_EF_MAX, POST_FILTER_MAX_DEPTH, filtered_ef, first_depth, next_depth
 from indexing.store import Chunk, Document, vector_id
 
 DIM = 16
@@ -168,6 +168,9 @@ def test_the_depth_rules():
     # 5 of 256 in the worst row, 5 on average: 1,024 deeper, where ~3,900 of 200k match (~8 ids a candidate)
     assert next_depth(10, 256, 5, 200_000, mean_passed=5) is None
     assert next_depth(10, 256, 5, 10**6, mean_passed=5) == 1024  # ~19,500 match: deeper is cheaper
+    assert filtered_ef(10, 80_000, 100_000, 128) == 128  # a broad bitmap: the index's beam suffices
+    assert filtered_ef(10, 5_000, 100_000, 128) == 400  # 5 %: 2 * 10 / 0.05
+    assert filtered_ef(10, 100, 100_000, 128) == FILTERED_EF_MAX
 
 
 def test_hybrid_search_fuses_the_post_filtered_dense_list(catalog: CollectionCatalog):

@@ -139,6 +139,25 @@ def test_exact_under_a_broad_filter_is_brute_force_over_the_matches(tmp_path: Pa
         assert result.effort is not None and result.effort.exact
 
 
+def test_a_search_under_a_filter_bitmap_widens_the_hnsw_beam(tmp_path: Path):
+    """The beam ranks vectors that fail the filter too: under a bitmap passing half, it is widened to
+    twice k / share (unless the request names an ef), and recall is that of a wider beam."""
+    coll, x = _collection(tmp_path, "hnsw", 9000)
+    coll.index.ef_search, coll.post_filter = 10, False  # a narrow default; read every match
+    q = clustered(30, DIM, clusters=40, seed=5)
+    even = np.arange(0, len(x), 2)
+    truth = even[exact_topk(x[even], q, 10)]
+    widened = coll.search(q, 10, {"even": True})
+    assert {r.effort.ef for r in widened} == {40}  # 2 * 10 / (4,500 / 9,000)
+    asked = coll.search(q, 10, {"even": True}, params=SearchParams(ef=10))
+    assert {r.effort.ef for r in asked} == {10}
+    found = [[int(h.id[1:]) for h in r.hits] for r in widened]
+    narrow = [[int(h.id[1:]) for h in r.hits] for r in asked]
+    assert recall(np.array(found), truth) > recall(np.array(narrow), truth)
+    unfiltered = coll.search(q[:1], 10)
+    assert unfiltered[0].effort.ef == 10  # no filter: the index's own beam
+
+
 # ---- over HTTP ----
 
 @pytest.fixture(scope="module")
