@@ -734,6 +734,7 @@ class Collection:
         depth = first_depth(k, plan.matching, vectors)
         if self.calibrator is not None:  # one list serves both: the calibrator reads the unfiltered top-n
             depth = min(vectors, max(depth, self.calibrator.n_candidates))
+        cheap_read = self.store.reads_from_indexes(plan.filter)  # else reading every match is a scan
         while True:
             found = self.nearest(queries, depth, params=params)
             passing = set(self.store.documents_passing(plan.filter, np.unique(found.doc_vids[found.doc_vids >= 0]))
@@ -752,7 +753,7 @@ class Collection:
                 fewest = min(fewest, len(cols))
             if fewest == k or depth >= vectors:  # every row has k, or every vector was ranked
                 return Nearest(out_s, out_d, out_v, found.chunks, unfiltered=found, effort=found.effort)
-            deeper = next_depth(k, depth, fewest, vectors, passed / len(queries))
+            deeper = next_depth(k, depth, fewest, vectors, passed / len(queries) if cheap_read else None)
             if deeper is None:
                 return None
             depth = deeper

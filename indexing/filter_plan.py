@@ -50,9 +50,10 @@ def first_depth(k: int, matching: int, vectors: int) -> int:
 
 def next_depth(k: int, depth: int, fewest_passed: int, vectors: int, mean_passed: float | None = None) -> int | None:
     """The next depth after a search of `depth` in which the worst row had `fewest_passed` candidates
-    pass (`mean_passed` on average); None when post-filtering should give up: the index is exhausted,
-    it would go too deep, or ranking that many candidates would cost more than reading every match,
-    as many as the average pass rate predicts (a filter just past `EXACT_FILTER_MAX` matches)."""
+    pass (`mean_passed` on average, given when the matches can be read from indexes); None when
+    post-filtering should give up: the index is exhausted, it would go too deep, or ranking that many
+    candidates would cost more than reading every match, as many as the average pass rate predicts
+    (a filter just past `EXACT_FILTER_MAX` matches)."""
     if depth >= vectors:
         return None
     rate = max(fewest_passed, 0.5) / depth  # no candidate passing: assume half of one did

@@ -618,6 +618,11 @@ class DocumentStore:
             self._conn.execute("ROLLBACK")
             raise
 
+    def reads_from_indexes(self, filter_: dict[str, Any]) -> bool:
+        """Whether every condition of the filter reads an index (served_by_indexes): then reading all
+        its matches costs about one index entry each, not a scan of every document."""
+        return served_by_indexes(filter_, self._indexed_fields(), self._arrays())
+
     def _indexed_fields(self) -> frozenset[str]:
         """Fields that lead a metadata index (`a`, and `a` of a composite `a+b`): an index read of them
         serves equality, ranges, and the exclusions of negations."""

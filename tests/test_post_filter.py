@@ -181,3 +181,30 @@ def test_hybrid_search_fuses_the_post_filtered_dense_list(catalog: CollectionCat
     exact = coll.search(q, 10, {"flag": True}, text="text 9", mode="hybrid")[0]
     assert [(h.id, h.fused_score) for h in post.hits] == [(h.id, h.fused_score) for h in exact.hits]
     assert all(h.metadata["flag"] for h in post.hits) and post.hits[0].id == "d9"
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_a_filter_just_past_the_line_is_read_when_its_index_makes_that_cheap(catalog, indexed):
+    """A 3 % filter needs a deep unfiltered walk. Read from an index, its matches cost less than that
+    walk would, so the search reads them after the first round; without one, reading them is a scan
+    of every document, so it walks deeper instead. Both give the exact filtered top-k (flat index)."""
+    docs, x = _corpus(np.random.default_rng(4))
+    rare = np.arange(0, N, 33)  # 91 documents: past the 64 that make a filter post-filtered
+    for i in rare:
+        docs[i].metadata["rare"] = True
+    coll = catalog.create(CollectionConfig("c", "m", DIM, index_kind="flat"),
+                          metadata_indexes=("rare",) if indexed else ())
+    coll.upsert(docs, x)
+    coll.exact_filter_max = 64
+    reads: list[int | None] = []
+    store_read = coll.store.vids_matching
+
+    def counted(filter_: dict[str, Any], limit: int | None = None) -> tuple[np.ndarray, int]:
+        reads.append(limit)
+        return store_read(filter_, limit)
+
+    coll.store.vids_matching = counted  # the real read, counted
+    q = np.random.default_rng(9).normal(size=DIM).astype(np.float32)
+    hits = coll.search(q[None], 10, {"rare": True})[0].hits
+    assert [h.id for h in hits] == _brute(x, q, rare, 10)[0]
+    assert reads[0] == 64 and (None in reads) is indexed
