@@ -98,7 +98,7 @@ def index_columns(spec: str, column: str = "metadata") -> str:
 
 
 RowWise = bool | Callable[[str, Any], bool]  # per indexed `$contains` (field, value): test it row by row?
-Excludes = Callable[[str, list[Any]], bool]  # per indexed negation (the excluded rows' test): read them?
+Lists = Callable[[str, list[Any]], bool]  # per index-read id list (its rows' test): few enough to build?
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,17 @@ class _Compile:
     arrays: frozenset[str]
     indexed: frozenset[str]
     per_row: RowWise
-    excludes: Excludes | None = None  # None: every indexed negation reads the documents it excludes
+    lists: Lists | None = None  # None: every id list a negation or `$exists` could read is built
 
     def row_wise(self, key: str, value: Any) -> bool:
         return self.per_row if isinstance(self.per_row, bool) else self.per_row(key, value)
 
+    def few(self, test: str, params: list[Any]) -> bool:
+        return self.lists is None or self.lists(test, params)
+
 
 def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), per_row: RowWise = False,
-               indexed: frozenset[str] = frozenset(), excludes: Excludes | None = None) -> tuple[str, list[Any]]:
+               indexed: frozenset[str] = frozenset(), lists: Lists | None = None) -> tuple[str, list[Any]]:
     """An SQL condition on a `documents` row (its `metadata` column) and its parameters.
 
     `arrays`: fields with an array index (`array_values` rows kept by triggers): `$contains` on them
@@ -126,12 +129,13 @@ def filter_sql(filter_: dict[str, Any], arrays: frozenset[str] = frozenset(), pe
     tested on given rows (a search's candidates) rather than used to find the matching rows, so
     those lookups probe each row instead of collecting every document that holds the value; a
     callable decides it per `$contains` (field, value), for a scan that stops at a limit (store.py).
-    `excludes` decides the same for a negation in such a scan: given the test of the rows it
-    excludes, whether to read them all first (few) or to test each row the scan passes (many).
+    `lists` decides the same for a negation or `$exists` in such a scan: given the test of the rows
+    it would list (the excluded, the present), whether to read them all first (few) or to test each
+    row the scan passes (many).
     """
     if not isinstance(filter_, dict):
         raise InvalidDocument("filter: must be an object of field: value pairs")
-    return _all(filter_, "filter", 0, _Compile("metadata", arrays, indexed, per_row, excludes))
+    return _all(filter_, "filter", 0, _Compile("metadata", arrays, indexed, per_row, lists))
 
 
 def _all(filter_: dict[str, Any], where: str, depth: int, ctx: _Compile) -> tuple[str, list[Any]]:
@@ -177,7 +181,7 @@ def _field(key: str, value: Any, where: str, ctx: _Compile) -> tuple[str, list[A
     through_index = key in ctx.indexed and ctx.per_row is not True
 
     def negate(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
-        if through_index and (ctx.excludes is None or ctx.excludes(sql, params)):
+        if through_index and ctx.few(sql, params):
             return _excluding(sql, params)
         return _negate(sql, params)
 
@@ -198,10 +202,12 @@ def _field(key: str, value: Any, where: str, ctx: _Compile) -> tuple[str, list[A
         elif op == "$exists":
             if not isinstance(operand, bool):
                 raise InvalidDocument(f"{at}: must be true or false")
-            if through_index and operand:
-                sql, p = f"vid IN (SELECT vid FROM documents WHERE {_present(column, path)})", []
-            elif through_index and (ctx.excludes is None or ctx.excludes(_present(column, path), [])):
-                sql, p = _excluding(_present(column, path), [])
+            present = _present(column, path)
+            listed = through_index and ctx.few(present, [])
+            if listed and operand:
+                sql, p = f"vid IN (SELECT vid FROM documents WHERE {present})", []
+            elif listed:
+                sql, p = _excluding(present, [])
             else:
                 sql, p = f"json_type({column}, {path}) IS {'NOT ' if operand else ''}NULL", []
         elif op == "$contains":

@@ -643,9 +643,10 @@ class DocumentStore:
         where every other condition reads an index too: one that reads each row's metadata is cheaper
         on the holders alone than on every row a scan passes.
 
-        An indexed negation likewise: the documents it excludes are read whole from the index only
-        when fewer than `limit` (then they cost less than the `limit` rows any scan reads); more, and
-        each row the scan passes is tested instead (`lang $ne en` excludes half the collection).
+        An indexed negation or `$exists` likewise: the documents it excludes (or, `$exists: true`, the
+        ones holding the field) are listed whole from the index only when fewer than `limit` (then
+        they cost less than the `limit` rows any scan reads); more, and each row the scan passes is
+        tested instead (`lang $ne en` excludes half the collection).
         """
         if limit is None or not filter_:
             return self._filter(filter_)
@@ -660,14 +661,14 @@ class DocumentStore:
             with self._lock:
                 return int(self._conn.execute(sql, params).fetchone()[0]) >= bound
 
-        def few_excluded(test: str, params: list[Any]) -> bool:
+        def few(test: str, params: list[Any]) -> bool:
             count = f"SELECT count(*) FROM (SELECT 1 FROM documents WHERE {test} LIMIT ?)"
             with self._lock:
                 return int(self._conn.execute(count, [*params, int(limit)]).fetchone()[0]) < int(limit)
 
         # (a malformed filter is not served, and compiling it reports what is wrong)
         per_row: RowWise = common if arrays and served_by_indexes(filter_, indexed, arrays) else False
-        return filter_sql(filter_, arrays, per_row, indexed, few_excluded)
+        return filter_sql(filter_, arrays, per_row, indexed, few)
 
     def create_metadata_index(self, spec: str) -> bool:
         """Index a metadata field for filters; False if it already was. `a` and `a+b` serve equality,
