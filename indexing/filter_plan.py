@@ -26,7 +26,8 @@ POST_FILTER_MAX_DEPTH = 4096  # deeper than this, reading every match is cheaper
 OVERFETCH = 2.0  # search twice the depth the pass rate predicts: rows vary around the average
 FILTERED_EF_MAX = 1024  # the widest HNSW beam a bitmap-filtered search is given by default
 # Ranking one more unfiltered candidate and testing it against the filter costs about as much as
-# reading this many matching ids (dev machine: ~14 us a candidate at depth 256, ~0.4-2 us an id)
+# reading this many matching ids from an index (a count read off a profile of
+# benchmarks/filtered_search.py on the dev machine, not fitted to its results)
 RANK_VS_READ = 8
 
 

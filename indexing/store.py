@@ -538,9 +538,10 @@ class DocumentStore:
         """A query of the vector ids of the documents the filter matches (up to `limit`): from the
         array index alone for a lone indexed `$contains`, else a read of the documents table."""
         cut = "" if limit is None else f" LIMIT {int(limit)}"
-        if (direct := holders_source(filter_, self._arrays())) is not None:
+        indexed, arrays = self._filter_indexes()
+        if (direct := holders_source(filter_, arrays)) is not None:
             return direct[0] + cut, direct[1]
-        where, params = self._limited_filter(filter_, limit)
+        where, params = self._limited_filter(filter_, limit, indexed, arrays)
         return f"SELECT vid FROM documents WHERE {where}" + cut, params
 
     def facets(self, field_name: str, filter_: dict[str, Any] | None, limit: int) -> tuple[list[FacetValue], int]:
@@ -621,19 +622,24 @@ class DocumentStore:
     def reads_from_indexes(self, filter_: dict[str, Any]) -> bool:
         """Whether every condition of the filter reads an index (served_by_indexes): then reading all
         its matches costs about one index entry each, not a scan of every document."""
-        return served_by_indexes(filter_, self._indexed_fields(), self._arrays())
+        return served_by_indexes(filter_, *self._filter_indexes())
 
-    def _indexed_fields(self) -> frozenset[str]:
-        """Fields that lead a metadata index (`a`, and `a` of a composite `a+b`): an index read of them
-        serves equality, ranges, and the exclusions of negations."""
-        return frozenset(f.split("+")[0] for f in self.metadata_indexes() if not f.endswith(ARRAY_INDEX))
+    def _filter_indexes(self) -> tuple[frozenset[str], frozenset[str]]:
+        """What a filter can read, from one look at the schema: the fields that lead a metadata index
+        (`a`, and `a` of a composite `a+b`: equality, ranges, the exclusions of negations), and the
+        fields with an array index (`$contains`)."""
+        specs = self.metadata_indexes()
+        arrays = frozenset(f[: -len(ARRAY_INDEX)] for f in specs if f.endswith(ARRAY_INDEX))
+        return frozenset(f.split("+")[0] for f in specs if not f.endswith(ARRAY_INDEX)), arrays
 
     def _filter(self, filter_: dict[str, Any] | None, per_row: RowWise = False) -> tuple[str, list[Any]]:
         if not filter_:
             return "1", []
-        return filter_sql(filter_, self._arrays(), per_row, self._indexed_fields())
+        indexed, arrays = self._filter_indexes()
+        return filter_sql(filter_, arrays, per_row, indexed)
 
-    def _limited_filter(self, filter_: dict[str, Any] | None, limit: int | None) -> tuple[str, list[Any]]:
+    def _limited_filter(self, filter_: dict[str, Any], limit: int | None, indexed: frozenset[str],
+                        arrays: frozenset[str]) -> tuple[str, list[Any]]:
         """The filter compiled for a read that stops after `limit` matches.
 
         An indexed `$contains` is either a list of the value's holders, built whole before any row
@@ -649,8 +655,7 @@ class DocumentStore:
         tested instead (`lang $ne en` excludes half the collection).
         """
         if limit is None or not filter_:
-            return self._filter(filter_)
-        arrays, indexed = self._arrays(), self._indexed_fields()
+            return filter_sql(filter_ or {}, arrays, False, indexed)
         bounds: list[int] = []  # count() scans the table: once, and only when a $contains asks
 
         def common(key: str, value: Any) -> bool:

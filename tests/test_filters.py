@@ -267,7 +267,8 @@ def test_a_read_that_stops_early_lists_only_a_few_excluded_documents(tmp_path: P
                         ({"rare": {"$exists": False}}, True), ({"tenant": {"$exists": False}}, False),
                         ({"rare": {"$exists": True}}, True), ({"tenant": {"$exists": True}}, False),
                         ({"lang": {"$nin": ["en", "fr"]}}, False)):
-        where, params = s._limited_filter(flt, 64)  # excluded: t3 8 documents, rare 4; en 200, tenant 400
+        # excluded (or present): t3 8 documents, rare 4; en 200, tenant 400
+        where, params = s._limited_filter(flt, 64, *s._filter_indexes())
         assert ("NOT IN" in where or "vid IN" in where) is listed, flt
         expected = sorted(d.vid for d in s.page(1000, None, flt))
         got, count = s.vids_matching(flt, limit=64)
@@ -445,7 +446,7 @@ def test_a_read_that_stops_early_probes_rows_for_a_value_most_documents_hold(tmp
               for i in range(400)], np.ones((400, 2), np.float32))  # sqrt(16 * 400) = 80 holders decide
 
     def plan(flt: dict) -> str:
-        where, params = s._limited_filter(flt, 16)
+        where, params = s._limited_filter(flt, 16, *s._filter_indexes())
         sql = f"EXPLAIN QUERY PLAN SELECT vid FROM documents WHERE {where} LIMIT 16"
         return " | ".join(row[-1] for row in s._conn.execute(sql, params))
 
