@@ -17,6 +17,9 @@ def serve(
     embed_model: str = typer.Option(None, help="Embedding model name or path (RRS_EMBED_MODEL)."),
     embed_attention_temperature: float = typer.Option(
         None, help="TempScale attention temperature of the embedder (RRS_EMBED_ATTENTION_TEMPERATURE)."),
+    embed_runtime: str = typer.Option(None, help="Embedder runtime: auto, torch or onnx (RRS_EMBED_RUNTIME)."),
+    embed_onnx_max_tokens: int = typer.Option(
+        None, help="Largest batch (padded tokens) run on ONNX Runtime; default measured (RRS_EMBED_ONNX_MAX_TOKENS)."),
     rerank_model: str = typer.Option(None, help="Reranker LLM name, path or GGUF (RRS_RERANK_MODEL)."),
     data_dir: Path = typer.Option(None, help="Where collections live (RRS_DATA_DIR)."),
     max_batch_tokens: int = typer.Option(None, help="Token budget per batch (RRS_MAX_BATCH_TOKENS)."),

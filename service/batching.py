@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -113,6 +114,9 @@ class TokenBudgetBatcher(Generic[T]):
         self._cond = threading.Condition()
         self._stop = False
         self._busy_since: float | None = None
+        # Arrival times of the last two jobs: a job that arrives alone (the one before it came longer
+        # than the linger ago) runs at once instead of waiting for company that is not coming.
+        self._arrivals: deque[float] = deque([-math.inf, -math.inf], maxlen=2)
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -156,6 +160,7 @@ class TokenBudgetBatcher(Generic[T]):
                 raise Overloaded(f"the {self.name} queue is full ({self.max_queue} requests); retry later",
                                  retry_after=1.0)
             (self._bulk if bulk else self._pending).append(job)
+            self._arrivals.append(time.monotonic())
             self._metrics.queue_depth.labels(self.name).set(self.depth)
             self._cond.notify()
         try:
@@ -200,11 +205,22 @@ class TokenBudgetBatcher(Generic[T]):
                 if self._stop and not self.depth:
                     return
                 lane = self._pending or self._bulk  # the lane this round will take from
-                if self.linger_s > 0 and sum(len(j.items) for j in lane) < self.max_batch_size:
+                if self._should_linger(lane):
                     self._cond.wait(self.linger_s)
                 bulk = not self._pending  # re-read: a query may have arrived while lingering
                 jobs = self._take()
             self._process_safely(jobs, yield_to_interactive=bulk)
+
+    def _should_linger(self, lane: deque[_Job[T]]) -> bool:
+        """Wait for more work only when jobs are arriving close together and the batch has room.
+
+        A lone request (a sequential client, a quiet server) would only pay the linger; under
+        concurrency, arrivals come closer together than the linger and merging them pays off.
+        """
+        if self.linger_s <= 0 or sum(len(j.items) for j in lane) >= self.max_batch_size:
+            return False
+        previous, last = self._arrivals
+        return last - previous < self.linger_s
 
     def _process_safely(self, jobs: list[_Job[T]], yield_to_interactive: bool = False) -> None:
         try:

@@ -73,7 +73,10 @@ class EmbeddingService:
         self.settings = settings
         self.metrics = metrics
         self.embedder = embedder or load_embedder(settings.embed_model, settings.embed_device,
-                                                  settings.embed_dtype, settings.embed_attention_temperature)
+                                                  settings.embed_dtype, settings.embed_attention_temperature,
+                                                  runtime=settings.embed_runtime,
+                                                  onnx_max_tokens=settings.embed_onnx_max_tokens,
+                                                  onnx_cache_dir=settings.onnx_cache_dir)
         if self.embedder.attention_temperature != settings.embed_attention_temperature:
             raise ValueError(
                 f"embed_attention_temperature: the settings say {settings.embed_attention_temperature:g}, "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.embedder.onnx import default_cache_dir as default_onnx_cache_dir
 from models.llm.gguf_cache import default_cache_dir
 
 # A list from the environment: a JSON list ('["a","b"]') or a comma-separated string ('a,b').
@@ -33,6 +34,19 @@ class Settings(BaseSettings):
         "attention against length-induced collapse on long inputs; 1 is the model as trained). Collections "
         "record it: text is only embedded into collections made at the same temperature."
     )
+    embed_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="Runtime of the embedder's transformer. auto: on CPU, batches up to "
+        "`embed_onnx_max_tokens` padded tokens (a search's query) run on ONNX Runtime, which is several "
+        "times faster than torch there, and longer ones on torch; torch everywhere on GPU. torch: torch "
+        "only. onnx: ONNX Runtime for every batch (CPU only). The runtimes agree within float32 rounding."
+    )
+    embed_onnx_max_tokens: int | None = Field(
+        None, ge=0, description="With embed_runtime auto (or onnx): the largest padded batch, in tokens, "
+        "run on ONNX Runtime; unset: measured at startup on this machine (one-row inputs, up to 512 tokens); "
+        "0: never."
+    )
+    onnx_cache_dir: Path = Field(default_factory=default_onnx_cache_dir,
+                                 description="Where the embedder's ONNX export is kept (default ~/.cache/rrs/onnx).")
     allow_untrained_truncation: bool = Field(
         False, description="Allow `dimensions` on models not trained for Matryoshka truncation."
     )
@@ -55,7 +69,8 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(2048, ge=1)
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(30.0, gt=0)
-    batch_wait_ms: float = Field(2.0, ge=0, description="How long the batcher lingers for more work.")
+    batch_wait_ms: float = Field(2.0, ge=0, description="How long the batcher lingers for more work, when "
+                                 "requests arrive closer together than this; a request arriving alone runs at once.")
     stall_timeout_s: float = Field(60.0, gt=0, description="A batch running longer marks the server unready.")
     query_cache_size: int = Field(4096, ge=0)
     torch_threads: int | None = None

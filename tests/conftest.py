@@ -13,6 +13,9 @@ from tests.server import LiveServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Servers run the default runtime (auto: short batches on ONNX Runtime), at a fixed crossover rather
+# than one measured at every start (~1 s each); tests/test_embed_runtime.py covers the measurement.
+os.environ.setdefault("RRS_EMBED_ONNX_MAX_TOKENS", "64")
 
 # The session server: settings that let every common test run against one process.
 SESSION_ENV = {

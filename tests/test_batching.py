@@ -68,6 +68,24 @@ def test_rows_come_back_in_input_order_across_merged_requests():
     assert len(rec.batches) < 50  # requests were merged, not run one by one
 
 
+def test_a_lone_request_does_not_wait_for_company():
+    """The linger is for arrivals close together: one request on a quiet batcher runs at once."""
+    rec = Recorder()
+    b = _batcher(rec, linger_s=1.0)
+
+    async def main():
+        for value in (1, 2, 3):  # sequential: each arrives long after the one before it finished
+            started = time.monotonic()
+            res = await b.submit([Item(value, 3)], time.monotonic() + 30)
+            assert res.rows[0, 0] == value
+            assert time.monotonic() - started < 0.5
+            await asyncio.sleep(1.1)
+
+    asyncio.run(main())
+    b.stop()
+    assert [len(batch) for batch in rec.batches] == [1, 1, 1]
+
+
 def test_a_failing_batch_fails_only_its_requests():
     b = _batcher(Recorder(fail_on=13), max_batch_size=1)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,8 @@ import torch
 
 from models.device import pick_device, pick_dtype
 from models.embedder.chunking import Span, split_texts
+from models.embedder.onnx import OnnxTransformer, OnnxUnavailable, crossover_tokens
+from models.embedder.onnx import available as onnx_available
 from models.embedder.tempscale import apply_attention_temperature, check_temperature, space_id, split_space
 from models.resolve import ResolvedModel, resolve_model
 from models.safety import check_safe_weights
@@ -25,6 +28,9 @@ from models.safety import check_safe_weights
 log = logging.getLogger(__name__)
 
 Truncate = Literal["end", "start", "none"]
+Runtime = Literal["torch", "onnx", "auto"]
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "auto")
+ONNX_ALWAYS = 1 << 62
 
 
 class InputTooLong(ValueError):
@@ -64,7 +70,8 @@ class SentenceTransformerEmbedder:
     """One loaded sentence-transformers model plus the facts the server needs about it."""
 
     def __init__(self, resolved: ResolvedModel, device: str = "auto", dtype: str = "auto",
-                 attention_temperature: float = 1.0) -> None:
+                 attention_temperature: float = 1.0, runtime: Runtime = "torch",
+                 onnx_max_tokens: int | None = None, onnx_cache_dir: Path | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.name = resolved.name
@@ -94,6 +101,96 @@ class SentenceTransformerEmbedder:
         # We tokenize untruncated on purpose (to count and report real lengths), then cut ourselves.
         self.tokenizer.model_max_length = 1 << 30
         self._wants_token_types = "token_type_ids" in self.tokenizer.model_input_names
+        self.runtime = runtime
+        self.onnx: OnnxTransformer | None = None
+        self.onnx_max_tokens = 0  # a batch of at most this many padded tokens runs on ONNX Runtime
+        self._pending_onnx: tuple[torch.nn.Module, tuple[str, ...], Path | None, int | None] | None = None
+        self._prepare_lock = threading.Lock()
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime != "torch":
+            self._plan_onnx(runtime, onnx_max_tokens, onnx_cache_dir)
+
+    # -- runtimes -----------------------------------------------------------------------------
+    def _plan_onnx(self, runtime: Runtime, max_tokens: int | None, cache_dir: Path | None) -> None:
+        """The checks that need no model run, at load; `auto` keeps torch wherever ONNX Runtime cannot run."""
+        if max_tokens is not None and max_tokens < 0:
+            raise ValueError(f"onnx_max_tokens must be >= 0, got {max_tokens}")
+        if runtime == "auto" and max_tokens == 0:
+            return
+        first = self.model[0]
+        transformer = getattr(first, "auto_model", None)
+        reason = None
+        if self.device.type != "cpu":
+            reason = f"ONNX Runtime runs the embedder on CPU only, and the device is {self.device.type}"
+        elif self.dtype != torch.float32:
+            reason = f"ONNX Runtime runs the embedder in float32 only, and the dtype is {self.dtype}"
+        elif not isinstance(transformer, torch.nn.Module):
+            reason = f"the model's first module ({type(first).__name__}) is not a transformer"
+        elif not onnx_available():
+            reason = "onnxruntime and onnx are not installed (pip install onnxruntime onnx)"
+        if reason is not None:
+            if runtime == "onnx":
+                raise OnnxUnavailable(reason)
+            log.info("embedder runtime auto: torch only (%s)", reason)
+            return
+        names = ("input_ids", "attention_mask") + (("token_type_ids",) if self._wants_token_types else ())
+        self._pending_onnx = (transformer, names, cache_dir, max_tokens)
+
+    def prepare(self) -> None:
+        """Export (or load) the ONNX graph, check it against torch and measure the crossover, here and now.
+
+        All of it runs torch, so it waits for the first batch and runs on the thread that embeds:
+        torch work on a loading thread followed by inference on another one left two OpenMP thread
+        teams on the cores, and every later torch batch of the server ran up to 2x slower (measured).
+        `embed_tokenized` calls this first; a caller may call it earlier, from that same thread.
+        """
+        if self._pending_onnx is None:
+            return
+        with self._prepare_lock:
+            if self._pending_onnx is None:
+                return
+            transformer, names, cache_dir, max_tokens = self._pending_onnx
+            try:
+                self.onnx = OnnxTransformer(transformer, names, cache_dir=cache_dir, label=self.name)
+            except OnnxUnavailable as exc:
+                if self.runtime == "onnx":
+                    raise
+                log.warning("embedder runtime auto: torch only (%s)", exc)
+                self._pending_onnx = None
+                return
+            self._after_transformer = list(self.model)[1:]
+            if max_tokens is not None:
+                self.onnx_max_tokens = max_tokens
+            elif self.runtime == "onnx":
+                self.onnx_max_tokens = ONNX_ALWAYS
+            else:
+                self.onnx_max_tokens = crossover_tokens(lambda n: self._forward_torch(*self._probe(n)),
+                                                        lambda n: self._forward_onnx(*self._probe(n)))
+            if self.onnx_max_tokens == 0:
+                self.onnx = None
+            self._pending_onnx = None
+        log.info("embedder runtime %s: %s", self.runtime, self.runtime_summary)
+
+    @property
+    def runtime_summary(self) -> str:
+        """Which runtime runs which batches, in words (logged once known, reported by /v1/models)."""
+        if self._pending_onnx is not None:
+            return f"{self.runtime}: decided at the first batch"
+        if self.onnx is None:
+            return "torch"
+        if self.onnx_max_tokens >= ONNX_ALWAYS:
+            return "onnx"
+        return f"onnx up to {self.onnx_max_tokens} padded tokens per batch, torch above"
+
+    def runtime_for(self, rows: int, width: int) -> str:
+        """The runtime a padded batch of `rows` x `width` tokens runs on."""
+        return "onnx" if self.onnx is not None and rows * width <= self.onnx_max_tokens else "torch"
+
+    def _probe(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        word = self.tokenizer("search", add_special_tokens=False)["input_ids"][:1] or [self._pad_id]
+        ids = np.full((1, length), word[0], dtype=np.int64)
+        return ids, np.ones_like(ids)
 
     @property
     def space(self) -> str:
@@ -144,20 +241,37 @@ class SentenceTransformerEmbedder:
         return split_texts(self.tokenizer, texts, max_tokens, overlap)
 
     # -- inference ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def embed_tokenized(self, batch: list[TokenizedText]) -> np.ndarray:
         """One padded forward pass; pooling masks the padding, so rows don't depend on batch-mates."""
+        self.prepare()
         width = max(len(t) for t in batch)
-        ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
         for row, t in enumerate(batch):
-            ids[row, : len(t)] = torch.tensor(t.ids, dtype=torch.long)
+            ids[row, : len(t)] = t.ids
             mask[row, : len(t)] = 1
-        features = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if self.runtime_for(len(batch), width) == "onnx":
+            return self._forward_onnx(ids, mask)
+        return self._forward_torch(ids, mask)
+
+    @torch.inference_mode()
+    def _forward_torch(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        features = {"input_ids": torch.from_numpy(ids).to(self.device),
+                    "attention_mask": torch.from_numpy(mask).to(self.device)}
         if self._wants_token_types:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
         out = self.model.forward(features)["sentence_embedding"]
         return out.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _forward_onnx(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The transformer on ONNX Runtime, then the model's own pooling/dense/normalise modules."""
+        assert self.onnx is not None
+        features = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+                    "token_embeddings": torch.from_numpy(self.onnx.run(ids, mask))}
+        for module in self._after_transformer:
+            features = module(features)
+        return features["sentence_embedding"].float().numpy()
 
     def encode(self, texts: list[str], input_type: str | None = None, batch_size: int = 32,
                truncate: Truncate = "end") -> np.ndarray:
@@ -190,11 +304,17 @@ def truncate_dimensions(vectors: np.ndarray, dimensions: int | None, renormalize
 
 
 def load_embedder(name: str, device: str = "auto", dtype: str = "auto",
-                  attention_temperature: float = 1.0) -> SentenceTransformerEmbedder:
+                  attention_temperature: float = 1.0, runtime: Runtime = "torch",
+                  onnx_max_tokens: int | None = None,
+                  onnx_cache_dir: Path | None = None) -> SentenceTransformerEmbedder:
+    """`runtime` "torch" (the default for batch jobs: their batches are long) is exact torch; "onnx"
+    runs every batch on ONNX Runtime (CPU); "auto" runs batches up to `onnx_max_tokens` padded tokens
+    there (measured on this machine when None) and the rest on torch."""
     resolved = resolve_model(name)
     log.info("loading embedder %s from %s (%s)", name, resolved.path, resolved.source)
     return SentenceTransformerEmbedder(resolved, device=device, dtype=dtype,
-                                       attention_temperature=attention_temperature)
+                                       attention_temperature=attention_temperature, runtime=runtime,
+                                       onnx_max_tokens=onnx_max_tokens, onnx_cache_dir=onnx_cache_dir)
 
 
 def load_space_embedder(space: str, device: str = "auto", dtype: str = "auto") -> SentenceTransformerEmbedder:

@@ -46,7 +46,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request,
 async def list_models(request: Request) -> ModelList:
     emb: EmbeddingService = request.app.state.embedding
     cards = [ModelCard(id=emb.model_name, task="embed", dimensions=emb.dim,
-                       max_input_tokens=emb.embedder.max_seq_length)]
+                       max_input_tokens=emb.embedder.max_seq_length, runtime=emb.embedder.runtime_summary)]
     for card in getattr(request.app.state, "extra_model_cards", []):
         cards.append(card)
     return ModelList(data=cards)

@@ -46,6 +46,8 @@ class ModelCard(BaseModel):
     task: str
     dimensions: int | None = None
     max_input_tokens: int | None = None
+    runtime: str | None = Field(None, description="Which runtime runs which batches (embedder: torch, onnx, "
+                                "or onnx up to a padded size and torch above).")
 
 
 class ModelList(BaseModel):
