@@ -218,23 +218,22 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    local = result["in_process"]["rows"]
     colors = {"torch": "tab:gray", "onnx": "tab:orange", "auto": "tab:blue"}
-    bars = left.bar([r["runtime"] for r in local], [r["p50_ms"] for r in local],
-                    color=[colors[r["runtime"]] for r in local])
-    for bar, r in zip(bars, local, strict=True):
-        left.annotate(f"{r['query_p50_vs_torch']:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                      ha="center", va="bottom", fontsize=8)
-    left.set_ylabel("one query embedded, p50 ms")
-    left.set_title("in-process", fontsize=9)
+
+    def bars(ax, rows: list[dict], labels: list[str], ratio: str, ylabel: str, title: str) -> None:
+        drawn = ax.bar(labels, [r["p50_ms"] for r in rows], color=[colors[r["runtime"]] for r in rows])
+        for bar, r in zip(drawn, rows, strict=True):
+            ax.annotate(f"{r[ratio]:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+
+    local = result["in_process"]["rows"]
+    bars(left, local, [r["runtime"] for r in local], "query_p50_vs_torch", "one query embedded, p50 ms",
+         "in-process")
     served = [r for r in result["server"]["rows"] if r["call"] in ("search", "embeddings")]
-    labels = [f"{r['call']}\n{r['runtime']}" for r in served]
-    bars = right.bar(labels, [r["p50_ms"] for r in served], color=[colors[r["runtime"]] for r in served])
-    for bar, r in zip(bars, served, strict=True):
-        right.annotate(f"{r['p50_vs_torch']:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                       ha="center", va="bottom", fontsize=8)
-    right.set_ylabel("one-query request p50 ms")
-    right.set_title("through the server", fontsize=9)
+    bars(right, served, [f"{r['call']}\n{r['runtime']}" for r in served], "p50_vs_torch",
+         "one-query request p50 ms", "through the server")
     save_figure(fig, path, "Embedder runtimes on CPU (x: speed vs torch, same run)")
 
 

@@ -36,14 +36,14 @@ class Settings(BaseSettings):
     )
     embed_runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="Runtime of the embedder's transformer. auto: on CPU, batches up to "
-        "`embed_onnx_max_tokens` padded tokens (a search's query) run on ONNX Runtime, which is several "
-        "times faster than torch there, and longer ones on torch; torch everywhere on GPU. torch: torch "
+        "`embed_onnx_max_tokens` padded tokens (a search's query) run on ONNX Runtime, which is faster "
+        "than torch there, and longer ones on torch; torch everywhere on GPU. torch: torch "
         "only. onnx: ONNX Runtime for every batch (CPU only). The runtimes agree within float32 rounding."
     )
     embed_onnx_max_tokens: int | None = Field(
         None, ge=0, description="With embed_runtime auto (or onnx): the largest padded batch, in tokens, "
-        "run on ONNX Runtime; unset: measured at startup on this machine (one-row inputs, up to 512 tokens); "
-        "0: never."
+        "run on ONNX Runtime; unset: measured at the first batch on this machine (one-row inputs, up to 512 "
+        "tokens); 0: never."
     )
     onnx_cache_dir: Path = Field(default_factory=default_onnx_cache_dir,
                                  description="Where the embedder's ONNX export is kept (default ~/.cache/rrs/onnx).")

@@ -2,7 +2,7 @@
 
 A search embeds one query of ten-odd tokens. On CPU torch spends most of such a pass in per-op
 overhead (oneDNN's small-GEMM setup, module dispatch), while ONNX Runtime's MLAS kernels and lean
-executor run the same graph several times faster. On long batches torch is as fast or faster, so the
+executor run the same graph faster (docs/BENCHMARKS.md). On long batches torch is as fast or faster, so the
 embedder routes each batch by its padded size (`crossover_tokens` measures where the two meet on the
 machine at hand). Only the transformer runs here: pooling, dense and normalisation stay the model's
 own torch modules, so the two runtimes differ by float32 rounding alone (the export is checked
@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.cache_dirs import rrs_cache_dir
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
@@ -40,15 +42,16 @@ class OnnxUnavailable(RuntimeError):
     """This model cannot run on ONNX Runtime here (package missing, unsupported layout, bad export)."""
 
 
-def available() -> bool:
-    """onnxruntime and onnx (which torch's exporter writes with) are both installed."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+def missing() -> str | None:
+    """Why ONNX Runtime cannot run here, or None: onnxruntime and onnx (torch's exporter writes with it)."""
+    if all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx")):
+        return None
+    return "onnxruntime and onnx are not installed (pip install onnxruntime onnx)"
 
 
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/rrs/onnx` (else `~/.cache/rrs/onnx`), beside the GGUF cache."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rrs" / "onnx"
+    return rrs_cache_dir("onnx")
 
 
 class _LastHidden(nn.Module):
@@ -99,8 +102,8 @@ class OnnxTransformer:
 
     def __init__(self, model: nn.Module, input_names: tuple[str, ...], cache_dir: Path | None = None,
                  threads: int | None = None, label: str = "model") -> None:
-        if not available():
-            raise OnnxUnavailable("onnxruntime and onnx are not installed (pip install onnxruntime onnx)")
+        if reason := missing():
+            raise OnnxUnavailable(reason)
         unknown = set(input_names) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown:
             raise OnnxUnavailable(f"the model takes inputs this export does not feed: {sorted(unknown)}")
@@ -143,8 +146,8 @@ class OnnxTransformer:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         options.enable_mem_pattern = False  # planned per input shape, and every query has its own length
-        # Spinning workers would keep both cores busy after a query, and torch's next batch would run
-        # at half speed beside them (measured here: 2x slower); a woken worker costs ~1 ms instead.
+        # Spinning workers would keep the cores busy after a query, beside torch's next batch; waking
+        # a worker per run costs less than that.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])

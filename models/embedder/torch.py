@@ -20,7 +20,7 @@ import torch
 from models.device import pick_device, pick_dtype
 from models.embedder.chunking import Span, split_texts
 from models.embedder.onnx import OnnxTransformer, OnnxUnavailable, crossover_tokens
-from models.embedder.onnx import available as onnx_available
+from models.embedder.onnx import missing as onnx_missing
 from models.embedder.tempscale import apply_attention_temperature, check_temperature, space_id, split_space
 from models.resolve import ResolvedModel, resolve_model
 from models.safety import check_safe_weights
@@ -120,15 +120,14 @@ class SentenceTransformerEmbedder:
             return
         first = self.model[0]
         transformer = getattr(first, "auto_model", None)
-        reason = None
         if self.device.type != "cpu":
             reason = f"ONNX Runtime runs the embedder on CPU only, and the device is {self.device.type}"
         elif self.dtype != torch.float32:
             reason = f"ONNX Runtime runs the embedder in float32 only, and the dtype is {self.dtype}"
         elif not isinstance(transformer, torch.nn.Module):
             reason = f"the model's first module ({type(first).__name__}) is not a transformer"
-        elif not onnx_available():
-            reason = "onnxruntime and onnx are not installed (pip install onnxruntime onnx)"
+        else:
+            reason = onnx_missing()
         if reason is not None:
             if runtime == "onnx":
                 raise OnnxUnavailable(reason)
@@ -142,7 +141,7 @@ class SentenceTransformerEmbedder:
 
         All of it runs torch, so it waits for the first batch and runs on the thread that embeds:
         torch work on a loading thread followed by inference on another one left two OpenMP thread
-        teams on the cores, and every later torch batch of the server ran up to 2x slower (measured).
+        teams on the cores, and every later torch batch of the server ran slower (docs/BENCHMARKS.md).
         `embed_tokenized` calls this first; a caller may call it earlier, from that same thread.
         """
         if self._pending_onnx is None:
@@ -165,8 +164,14 @@ class SentenceTransformerEmbedder:
             elif self.runtime == "onnx":
                 self.onnx_max_tokens = ONNX_ALWAYS
             else:
-                self.onnx_max_tokens = crossover_tokens(lambda n: self._forward_torch(*self._probe(n)),
-                                                        lambda n: self._forward_onnx(*self._probe(n)))
+                word = self.tokenizer("search", add_special_tokens=False)["input_ids"][:1] or [self._pad_id]
+
+                def probe(length: int) -> tuple[np.ndarray, np.ndarray]:
+                    ids = np.full((1, length), word[0], dtype=np.int64)
+                    return ids, np.ones_like(ids)
+
+                self.onnx_max_tokens = crossover_tokens(lambda n: self._forward_torch(*probe(n)),
+                                                        lambda n: self._forward_onnx(*probe(n)))
             if self.onnx_max_tokens == 0:
                 self.onnx = None
             self._pending_onnx = None
@@ -186,11 +191,6 @@ class SentenceTransformerEmbedder:
     def runtime_for(self, rows: int, width: int) -> str:
         """The runtime a padded batch of `rows` x `width` tokens runs on."""
         return "onnx" if self.onnx is not None and rows * width <= self.onnx_max_tokens else "torch"
-
-    def _probe(self, length: int) -> tuple[np.ndarray, np.ndarray]:
-        word = self.tokenizer("search", add_special_tokens=False)["input_ids"][:1] or [self._pad_id]
-        ids = np.full((1, length), word[0], dtype=np.int64)
-        return ids, np.ones_like(ids)
 
     @property
     def space(self) -> str:

@@ -17,11 +17,12 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from models.cache_dirs import rrs_cache_dir
 
 if TYPE_CHECKING:  # transformers is imported where it is used: Settings imports this module
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -32,9 +33,8 @@ COMPLETE = "rrs-gguf-cache.json"  # written last: an entry without it is not use
 
 
 def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/rrs/gguf` (else `~/.cache/rrs/gguf`), beside where the hub keeps its own."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rrs" / "gguf"
+    """`$XDG_CACHE_HOME/rrs/gguf` (else `~/.cache/rrs/gguf`)."""
+    return rrs_cache_dir("gguf")
 
 
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
